@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from eventops.config import BUS_SCHEMES, Settings, check_url
 from eventops.errors import ConfigError
 from eventops.events.envelope import Event
 
@@ -168,3 +169,18 @@ def open_bus(url: str, **options: object) -> Bus:
         field="bus.url",
         rule="scheme",
     )
+
+
+def open_configured_bus(settings: Settings, url: str | None = None) -> Bus:
+    """The bus the settings name (or `url`, e.g. a CLI's --bus), with the settings' options."""
+    target = url or settings.bus_url
+    check_url(target, BUS_SCHEMES, "bus.url")
+    if urlsplit(target).scheme == "sqlite":
+        return open_bus(
+            target,
+            partitions=settings.bus.partitions,
+            retention_age=settings.bus.retention_age,
+            retention_bytes=settings.bus.retention_bytes,
+            session_timeout=settings.bus.session_timeout,
+        )
+    return open_bus(target)

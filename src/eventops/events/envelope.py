@@ -34,6 +34,8 @@ TRACING_ATTRIBUTES = frozenset({"correlationid", "causationid"})
 KNOWN_ATTRIBUTES = CORE_ATTRIBUTES | TRACING_ATTRIBUTES | {"data", "data_base64"}
 
 ExtensionValue = str | int | bool
+# One encoder for every event: json.dumps with options builds a new encoder on each call.
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def new_event_id() -> str:
@@ -143,7 +145,7 @@ class Event(BaseModel):
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        return _JSON.encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Event:
@@ -194,7 +196,7 @@ class Event(BaseModel):
                 headers.append((f"ce_{name}", value.encode()))
         for name, ext in self.extensions.items():
             headers.append((f"ce_{name}", _ext_to_str(ext).encode()))
-        value_bytes = json.dumps(self.data, separators=(",", ":"), default=str).encode()
+        value_bytes = _JSON.encode(self.data).encode()
         return self.key, value_bytes, headers
 
     @classmethod
@@ -228,7 +230,9 @@ class Event(BaseModel):
 def build_event(attributes: Mapping[str, Any], extensions: Mapping[str, Any] | None = None) -> Event:
     """Validate attributes into an Event, turning pydantic errors into one naming the field."""
     try:
-        return Event(**attributes, extensions=dict(extensions or {}))
+        merged = {**attributes}
+        merged["extensions"] = {**attributes.get("extensions", {}), **(extensions or {})}
+        return Event(**merged)
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"]) or "event"

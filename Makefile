@@ -1,0 +1,60 @@
+# The two README commands are `make demo` and `make test`; everything they need is installed here.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+
+.PHONY: demo test lint format bench install dev services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[kafka,postgres,dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev-installed
+
+## demo: create .venv, install EventOps and run the event loop on embedded defaults
+demo: install
+	$(BIN)/eventops demo
+
+## services: start what the tests need and is not running (PostgreSQL); Kafka (tansu) is started by the tests
+services:
+	@if ! $(BIN)/python -c "import socket; socket.create_connection(('$(PG_HOST)', $(PG_PORT)), 2)" 2>/dev/null; then \
+		echo "PostgreSQL is not answering on $(PG_HOST):$(PG_PORT); starting it"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	fi
+	@$(BIN)/python -c "import socket; socket.create_connection(('$(PG_HOST)', $(PG_PORT)), 5)" \
+		|| (echo "PostgreSQL unreachable on $(PG_HOST):$(PG_PORT): the tests need it" >&2; exit 1)
+
+## lint: formatting, lint rules, strict typing and the layer contract
+lint: dev
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: dev
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+## test: install test dependencies, start services, lint, run the whole suite (slow tests included)
+test: dev services lint
+	$(BIN)/python -m pytest
+
+## bench: run the benchmarks and rewrite the table in benchmarks/README.md
+bench: dev
+	$(BIN)/python benchmarks/bench_bus.py --write-readme
+
+clean:
+	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache

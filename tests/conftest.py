@@ -1,0 +1,36 @@
+"""Shared fixtures: real services only. A service that cannot start fails the run, never skips."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="module")
+def kafka_broker() -> Iterator[object]:
+    """A fresh tansu broker per test module (it keeps everything in memory)."""
+    from kafka_broker import start_tansu
+
+    broker = start_tansu()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Wait until `condition()` is truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {getattr(condition, '__name__', condition)}")
+        time.sleep(interval)
