@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import threading
@@ -48,7 +47,10 @@ class Row:
 
 
 def make_events(n: int) -> list[Event]:
-    return [Event(type="dataset.batch.ingested", subject=f"s{i % 16}", data={"i": i, "p": PAYLOAD}) for i in range(n)]
+    return [
+        Event(type="dataset.batch.ingested", subject=f"s{i % 16}", data={"i": i, "p": PAYLOAD})
+        for i in range(n)
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,7 +89,9 @@ def raw_kafka_rate(bootstrap: str, n: int) -> float:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"raw-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 4, 1)])[
+        topic
+    ].result(30)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "acks": "all"}
     )
@@ -127,14 +131,24 @@ def bus_latency(open_new: Callable[[], Bus], n: int, rate: float) -> tuple[float
     group = f"lat-{uuid.uuid4().hex[:6]}"
     consumer_bus, producer_bus = open_new(), open_new()
     producer_bus.publish([Event(type="bench.warmup.done", data={})])
-    sub = Subscription(consumer_bus, group, handler, types=["bench.latency.*"], start="latest").start()
+    sub = Subscription(
+        consumer_bus, group, handler, types=["bench.latency.*"], start="latest"
+    ).start()
     warm = time.monotonic()
     while not sub.assignment and time.monotonic() - warm < 60:
         time.sleep(0.01)
     time.sleep(0.5)  # let the group settle before measuring (not part of any assertion)
 
     def one(i: int) -> None:
-        producer_bus.publish([Event(type="bench.latency.sample", subject=f"s{i % 16}", data={"sent": time.time(), "p": PAYLOAD})])
+        producer_bus.publish(
+            [
+                Event(
+                    type="bench.latency.sample",
+                    subject=f"s{i % 16}",
+                    data={"sent": time.time(), "p": PAYLOAD},
+                )
+            ]
+        )
 
     paced(one, n, rate)
     done.wait(60)
@@ -161,7 +175,13 @@ def raw_sqlite_latency(path: Path, n: int, rate: float) -> tuple[float, float]:
 
     thread = threading.Thread(target=read)
     thread.start()
-    paced(lambda i: writer.execute("INSERT INTO log (payload, ts) VALUES (?, ?)", (PAYLOAD, time.time())), n, rate)
+    paced(
+        lambda i: writer.execute(
+            "INSERT INTO log (payload, ts) VALUES (?, ?)", (PAYLOAD, time.time())
+        ),
+        n,
+        rate,
+    )
     thread.join(60)
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
@@ -171,7 +191,9 @@ def raw_kafka_latency(bootstrap: str, n: int, rate: float) -> tuple[float, float
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"rawlat-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 4, 1)])[
+        topic
+    ].result(30)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "latest",
@@ -195,7 +217,11 @@ def raw_kafka_latency(bootstrap: str, n: int, rate: float) -> tuple[float, float
     thread.start()
 
     def one(i: int) -> None:
-        producer.produce(topic, json.dumps({"sent": time.time(), "p": PAYLOAD}).encode(), key=f"s{i % 16}".encode())
+        producer.produce(
+            topic,
+            json.dumps({"sent": time.time(), "p": PAYLOAD}).encode(),
+            key=f"s{i % 16}".encode(),
+        )
         producer.poll(0)
 
     paced(one, n, rate)
@@ -212,12 +238,16 @@ def run(n: int, latency_n: int, kafka: bool) -> list[Row]:
         base = Path(tmp)
         raw = raw_sqlite_rate(base / "raw.db", n)
         ours = bus_publish_rate(open_bus(f"sqlite:///{base}/bus.db"), n)
-        rows.append(Row("SQLite: batched publish, 1 KB events", ours, raw, "events/s", ">= 20,000 events/s"))
+        rows.append(
+            Row("SQLite: batched publish, 1 KB events", ours, raw, "events/s", ">= 20,000 events/s")
+        )
         raw_p50, raw_p99 = raw_sqlite_latency(base / "rawlat.db", latency_n, 1000)
         url = f"sqlite:///{base}/lat.db"
         p50, p99 = bus_latency(lambda: open_bus(url), latency_n, 1000)
         rows.append(Row("SQLite: publish-to-handler p50 at 1,000 ev/s", p50, raw_p50, "ms", ""))
-        rows.append(Row("SQLite: publish-to-handler p99 at 1,000 ev/s", p99, raw_p99, "ms", "p99 <= 50 ms"))
+        rows.append(
+            Row("SQLite: publish-to-handler p99 at 1,000 ev/s", p99, raw_p99, "ms", "p99 <= 50 ms")
+        )
     if kafka:
         sys.path.insert(0, str(HERE.parent / "tests"))
         from kafka_broker import start_tansu
@@ -225,14 +255,22 @@ def run(n: int, latency_n: int, kafka: bool) -> list[Row]:
         broker = start_tansu()
         try:
             raw = raw_kafka_rate(broker.bootstrap, n)
-            ours = bus_publish_rate(open_bus(f"{broker.url}?partitions=4", prefix=f"b{uuid.uuid4().hex[:6]}"), n)
-            rows.append(Row("Kafka (tansu): publish, 1 KB events", ours, raw, "events/s", ">= 70% of raw"))
+            ours = bus_publish_rate(
+                open_bus(f"{broker.url}?partitions=4", prefix=f"b{uuid.uuid4().hex[:6]}"), n
+            )
+            rows.append(
+                Row("Kafka (tansu): publish, 1 KB events", ours, raw, "events/s", ">= 70% of raw")
+            )
             raw_p50, raw_p99 = raw_kafka_latency(broker.bootstrap, latency_n, 1000)
             url = f"{broker.url}?partitions=4&session_timeout_ms=6000&fetch_wait_max_ms=10"
             prefix = f"l{uuid.uuid4().hex[:6]}"
             p50, p99 = bus_latency(lambda: open_bus(url, prefix=prefix), latency_n, 1000)
-            rows.append(Row("Kafka (tansu): publish-to-handler p50 at 1,000 ev/s", p50, raw_p50, "ms", ""))
-            rows.append(Row("Kafka (tansu): publish-to-handler p99 at 1,000 ev/s", p99, raw_p99, "ms", ""))
+            rows.append(
+                Row("Kafka (tansu): publish-to-handler p50 at 1,000 ev/s", p50, raw_p50, "ms", "")
+            )
+            rows.append(
+                Row("Kafka (tansu): publish-to-handler p99 at 1,000 ev/s", p99, raw_p99, "ms", "")
+            )
         finally:
             broker.stop()
     return rows
@@ -245,7 +283,9 @@ def table(rows: list[Row]) -> str:
     ]
     for r in rows:
         fmt = "{:,.0f}" if r.unit == "events/s" else "{:.1f}"
-        lines.append(f"| {r.case} | {fmt.format(r.ours)} | {fmt.format(r.baseline)} | {r.ratio:.2f} | {r.unit} | {r.goal} |")
+        lines.append(
+            f"| {r.case} | {fmt.format(r.ours)} | {fmt.format(r.baseline)} | {r.ratio:.2f} | {r.unit} | {r.goal} |"
+        )
     return "\n".join(lines)
 
 

@@ -27,10 +27,14 @@ def kafka_broker() -> Iterator[object]:
         broker.stop()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02
+) -> None:
     """Wait until `condition()` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {getattr(condition, '__name__', condition)}")
+            pytest.fail(
+                f"condition not met within {timeout}s: {getattr(condition, '__name__', condition)}"
+            )
         time.sleep(interval)

@@ -49,7 +49,9 @@ class BusSettings(_Section):
     url: str | None = Field(None, description="sqlite:///path/events.db or kafka://host:port,...")
     partitions: int = Field(4, ge=1, description="partitions of each topic the bus creates")
     retention_age: str | None = Field("7d", description="SQLite bus: drop events older than this")
-    retention_bytes: str | None = Field(None, description="SQLite bus: keep the log under this size")
+    retention_bytes: str | None = Field(
+        None, description="SQLite bus: keep the log under this size"
+    )
     session_timeout: str = Field("10s", description="consumer-group session timeout")
 
     @field_validator("url")
@@ -114,7 +116,9 @@ def check_url(value: str, schemes: tuple[str, ...], field: str) -> str:
             if ":" in host and not port.isdigit():
                 raise ValueError(f"port {port!r} is not a number")
     except ValueError as exc:
-        raise ConfigError(f"malformed URL {redact_url(value)!r}: {exc}", field=field, rule="url") from None
+        raise ConfigError(
+            f"malformed URL {redact_url(value)!r}: {exc}", field=field, rule="url"
+        ) from None
     if parts.scheme not in schemes:
         raise ConfigError(
             f"unsupported scheme {parts.scheme!r} in {redact_url(value)!r}; "
@@ -153,7 +157,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if section is not None:
             key = name[len(section) + 1 :]
             if key not in Settings.model_fields[section].annotation.model_fields:  # type: ignore[union-attr]
-                raise ConfigError(f"unknown setting variable {var}", field=f"{section}.{key}", rule="known-key")
+                raise ConfigError(
+                    f"unknown setting variable {var}", field=f"{section}.{key}", rule="known-key"
+                )
             out.setdefault(section, {})[key] = value
         elif name in Settings.model_fields and name not in sections:
             out[name] = value
@@ -183,9 +189,7 @@ def config_path(environ: Mapping[str, str] | None = None, cwd: Path | None = Non
     return (cwd or Path.cwd()) / CONFIG_FILE
 
 
-def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the file (if present), overlay the environment, validate everything."""
     environ = os.environ if environ is None else environ
     path = path or config_path(environ)
@@ -194,9 +198,13 @@ def load_settings(
         try:
             from_file = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}", field=str(path), rule="toml") from None
+            raise ConfigError(
+                f"{path} is not valid TOML: {exc}", field=str(path), rule="toml"
+            ) from None
     elif "EVENTOPS_CONFIG" in environ:
-        raise ConfigError(f"config file {path} does not exist", field="EVENTOPS_CONFIG", rule="exists")
+        raise ConfigError(
+            f"config file {path} does not exist", field="EVENTOPS_CONFIG", rule="exists"
+        )
     merged = _merge(from_file, _env_overrides(environ))
     try:
         return Settings.model_validate(merged)
@@ -208,4 +216,6 @@ def load_settings(
             raise cause from None
         rule = "known-key" if err["type"] == "extra_forbidden" else err["type"]
         message = "unknown setting" if rule == "known-key" else err["msg"]
-        raise ConfigError(f"{message} (in {path.name} or EVENTOPS_*)", field=loc, rule=rule) from None
+        raise ConfigError(
+            f"{message} (in {path.name} or EVENTOPS_*)", field=loc, rule=rule
+        ) from None

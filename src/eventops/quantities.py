@@ -37,7 +37,9 @@ def parse_size(value: str | int, *, field: str) -> int:
         match = _SIZE.match(value)
         if not match:
             raise ConfigError(
-                f"{value!r} is not a size; write bytes or e.g. 512MB, 2GiB", field=field, rule="size"
+                f"{value!r} is not a size; write bytes or e.g. 512MB, 2GiB",
+                field=field,
+                rule="size",
             )
         unit = (match.group(2) or "").lower()
         base = 1024 if "i" in unit else 1000

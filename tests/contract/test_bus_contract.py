@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import wait_for
 
+from conftest import wait_for
 from eventops.events.bus import Bus, dlq_topic, open_bus
 from eventops.events.envelope import Event
 from eventops.events.subscription import RetryPolicy, Subscription
@@ -105,7 +105,11 @@ def test_members_of_one_group_split_the_partitions(new_bus: BusFactory) -> None:
     sub1 = Subscription(new_bus(), "workers", first, start="earliest").start()
     sub2 = Subscription(new_bus(), "workers", second, start="earliest").start()
     try:
-        wait_for(lambda: sub1.assignment and sub2.assignment and len(sub1.assignment | sub2.assignment) == 4)
+        wait_for(
+            lambda: (
+                sub1.assignment and sub2.assignment and len(sub1.assignment | sub2.assignment) == 4
+            )
+        )
         assert not sub1.assignment & sub2.assignment
         sent = events(200, subjects=40)
         bus.publish(sent)
@@ -163,7 +167,9 @@ def test_a_failing_handler_is_retried_with_exponential_backoff(new_bus: BusFacto
 
 def test_an_event_that_keeps_failing_goes_to_the_dead_letter_topic(new_bus: BusFactory) -> None:
     bus = new_bus()
-    poison = Event(type="model.version.registered", subject="m", data={"model": "m", "version": "1"})
+    poison = Event(
+        type="model.version.registered", subject="m", data={"model": "m", "version": "1"}
+    )
     good = Event(type="model.version.registered", subject="m", data={"model": "m", "version": "2"})
     bus.publish([poison, good])
     seen: list[Event] = []

@@ -10,7 +10,13 @@ from eventops.events.envelope import Event
 def test_a_catalogued_event_with_valid_data_passes() -> None:
     event = Event(
         type="dataset.batch.ingested",
-        data={"dataset": "churn", "batch_id": "b1", "rows": 10, "schema_version": 1, "uri": "file:///x"},
+        data={
+            "dataset": "churn",
+            "batch_id": "b1",
+            "rows": 10,
+            "schema_version": 1,
+            "uri": "file:///x",
+        },
     )
     assert validate_event(event) is event
 

@@ -22,7 +22,10 @@ def test_embedded_defaults_live_under_dot_eventops(tmp_path: Path) -> None:
 
 
 def test_file_is_read_and_environment_wins(tmp_path: Path) -> None:
-    path = write(tmp_path, '[bus]\nurl = "kafka://broker:9092"\npartitions = 6\n[store]\nurl = "sqlite:///a.db"\n')
+    path = write(
+        tmp_path,
+        '[bus]\nurl = "kafka://broker:9092"\npartitions = 6\n[store]\nurl = "sqlite:///a.db"\n',
+    )
     settings = load_settings(path, environ={"EVENTOPS_BUS_PARTITIONS": "12"})
     assert settings.bus_url == "kafka://broker:9092"
     assert settings.bus.partitions == 12
@@ -59,7 +62,11 @@ def test_bad_files_name_the_field(tmp_path: Path, toml: str, field: str | None) 
 
 @pytest.mark.parametrize(
     ("var", "field"),
-    [("EVENTOPS_BUS_URLL", "bus.urll"), ("EVENTOPS_COLOUR", "colour"), ("EVENTOPS_STORE_URL", "store.url")],
+    [
+        ("EVENTOPS_BUS_URLL", "bus.urll"),
+        ("EVENTOPS_COLOUR", "colour"),
+        ("EVENTOPS_STORE_URL", "store.url"),
+    ],
 )
 def test_unknown_or_bad_variables_are_errors(tmp_path: Path, var: str, field: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from cloudevents.v1 import kafka as ce_kafka
 from cloudevents.v1.conversion import to_json as sdk_to_json
-from cloudevents.v1.http import CloudEvent, from_json as sdk_from_json
+from cloudevents.v1.http import CloudEvent
+from cloudevents.v1.http import from_json as sdk_from_json
 
 from eventops.errors import ValidationError
 from eventops.events.envelope import Event
@@ -142,7 +143,10 @@ def test_invalid_attributes_are_refused_naming_the_field(attrs: dict, field: str
         ("[1, 2]", "event"),
         ('{"specversion": "1.0", "id": "1", "type": "a.b"}', "source"),
         ('{"specversion": "1.0", "id": "1", "source": "/x"}', "type"),
-        ('{"specversion": "1.0", "id": "1", "source": "/x", "type": "a.b", "data_base64": "AA=="}', "data_base64"),
+        (
+            '{"specversion": "1.0", "id": "1", "source": "/x", "type": "a.b", "data_base64": "AA=="}',
+            "data_base64",
+        ),
     ],
 )
 def test_malformed_json_events_are_refused_naming_the_field(text: str, field: str) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventops.cli import handle_errors
+from eventops.cli.output import handle_errors
 from eventops.config import config_path, load_settings
 
 app = typer.Typer(help="Inspect the configuration (eventops.toml + EVENTOPS_* variables).")
@@ -40,5 +40,7 @@ def show(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     table.add_column("value")
     table.add_column("variable", style="dim")
     for name, value in _flatten(data):
-        table.add_row(name, "" if value is None else str(value), "EVENTOPS_" + name.replace(".", "_").upper())
+        table.add_row(
+            name, "" if value is None else str(value), "EVENTOPS_" + name.replace(".", "_").upper()
+        )
     Console().print(table)

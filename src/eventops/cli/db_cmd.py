@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from eventops.cli import handle_errors
+from eventops.cli.output import handle_errors
 from eventops.config import load_settings, redact_url
 from eventops.store import Store
 

@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from eventops.cli import handle_errors
+from eventops.cli.output import handle_errors
 from eventops.errors import EventOpsError
-from eventops.events.bus import Bus, dlq_topic, open_bus
+from eventops.events.bus import dlq_topic, open_bus
 from eventops.events.catalog import validate_event
 from eventops.events.envelope import Event
 from eventops.events.subscription import RetryPolicy, Subscription
@@ -66,7 +66,9 @@ def _batch_events(count: int) -> list[Event]:
             "schema_version": 1,
             "uri": f"file://.eventops/lake/datasets/{name}/v1/b{i:05d}.parquet",
         }
-        event = Event(type="dataset.batch.ingested", source="/eventops/demo", subject=name, data=data)
+        event = Event(
+            type="dataset.batch.ingested", source="/eventops/demo", subject=name, data=data
+        )
         out.append(validate_event(event))
     return out
 
@@ -107,8 +109,17 @@ def demo(
 
     retry = RetryPolicy(max_attempts=3, initial_backoff=0.05)
     subs = [
-        Subscription(open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"], start="earliest"),
-        Subscription(open_bus(bus_url), "monitor", monitor, types=["dataset.*"], retry=retry, start="earliest"),
+        Subscription(
+            open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"], start="earliest"
+        ),
+        Subscription(
+            open_bus(bus_url),
+            "monitor",
+            monitor,
+            types=["dataset.*"],
+            retry=retry,
+            start="earliest",
+        ),
     ]
     for sub in subs:
         sub.start()
@@ -133,11 +144,16 @@ def demo(
             relayed += n
             progress.advance(relay_task, n)
     elapsed = time.perf_counter() - started
-    console.print(f"committed and relayed {len(batch)} events in {elapsed:.2f}s; outbox pending: {relay.pending_count()}")
+    console.print(
+        f"committed and relayed {len(batch)} events in {elapsed:.2f}s; outbox pending: {relay.pending_count()}"
+    )
 
     # 2. Both groups see every event; the poison one ends in the DLQ after 3 attempts.
     _wait(lambda: tally["trainer.deliveries"] >= events, "the trainer group")
-    _wait(lambda: tally["monitor.handled"] == events - 1 and subs[1].stats.dead_lettered == 1, "the monitor group")
+    _wait(
+        lambda: tally["monitor.handled"] == events - 1 and subs[1].stats.dead_lettered == 1,
+        "the monitor group",
+    )
     console.print(
         f"group [cyan]trainer[/cyan]: {tally['trainer.deliveries']} delivered, "
         f"{tally['trainer.effects']} effects, {tally['trainer.rows']:,} rows counted"
@@ -152,7 +168,9 @@ def demo(
     moved = bus.seek("trainer", ["eventops.dataset"], to="earliest")
     console.print(f"\nreplay: group trainer rewound to the start of {len(moved)} partitions")
     rows_before = tally["trainer.rows"]
-    replayed = Subscription(open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"]).start()
+    replayed = Subscription(
+        open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"]
+    ).start()
     _wait(lambda: tally["trainer.deliveries"] >= 2 * events, "the replay")
     replayed.stop()
     subs[1].stop()
@@ -186,7 +204,9 @@ def demo(
     )
     store.close()
     bus.close()
-    console.rule("[green]demo finished: nothing lost, nothing applied twice" if ok else "[red]demo failed")
+    console.rule(
+        "[green]demo finished: nothing lost, nothing applied twice" if ok else "[red]demo failed"
+    )
     console.print(f"Look around: eventops events tail --bus {bus_url} --from-beginning --max 5")
     console.print(f"             eventops events dlq list --bus {bus_url}")
     if not ok:

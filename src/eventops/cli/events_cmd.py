@@ -14,12 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventops.cli import handle_errors
+from eventops.cli.output import handle_errors
 from eventops.config import load_settings
 from eventops.errors import ValidationError
 from eventops.events.bus import (
     Bus,
     Record,
+    StartAt,
     dlq_topic,
     open_configured_bus,
     topic_for,
@@ -47,7 +48,9 @@ def _parse_line(line: str, number: int) -> Event:
     try:
         raw = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"line {number}: not valid JSON ({exc.msg})", field="event", rule="json") from None
+        raise ValidationError(
+            f"line {number}: not valid JSON ({exc.msg})", field="event", rule="json"
+        ) from None
     if not isinstance(raw, dict):
         raise ValidationError(f"line {number}: must be a JSON object", field="event", rule="type")
     raw.setdefault("specversion", "1.0")
@@ -56,7 +59,9 @@ def _parse_line(line: str, number: int) -> Event:
     try:
         return validate_event(Event.from_dict(raw))
     except ValidationError as exc:
-        raise ValidationError(f"line {number}: {exc.message}", field=exc.field, rule=exc.rule) from None
+        raise ValidationError(
+            f"line {number}: {exc.message}", field=exc.field, rule=exc.rule
+        ) from None
 
 
 def _read_lines(path: str) -> Iterator[str]:
@@ -68,24 +73,37 @@ def _read_lines(path: str) -> Iterator[str]:
 @app.command("publish")
 @handle_errors
 def publish(
-    type_: str = typer.Option(None, "--type", "-t", help="Event type, e.g. dataset.batch.ingested."),
+    type_: str = typer.Option(
+        None, "--type", "-t", help="Event type, e.g. dataset.batch.ingested."
+    ),
     subject: str = typer.Option(None, "--subject", "-s", help="Subject (the ordering key)."),
     data: str = typer.Option("null", "--data", "-d", help="Event data as JSON."),
     source: str = typer.Option(DEFAULT_SOURCE, "--source", help="CloudEvents source."),
     correlation_id: str = typer.Option(None, "--correlation-id", help="correlationid extension."),
-    file: str = typer.Option(None, "--file", "-f", help="Newline-delimited JSON events ('-': stdin)."),
+    file: str = typer.Option(
+        None, "--file", "-f", help="Newline-delimited JSON events ('-': stdin)."
+    ),
     bus_url: str = typer.Option(None, "--bus", help=BUS_HELP),
     batch_size: int = typer.Option(1000, help="Events per publish call with --file."),
 ) -> None:
     """Publish one event, or many from a file. Every event is validated before any is sent."""
     if (file is None) == (type_ is None):
-        raise ValidationError("give either --type (one event) or --file (many)", field="--type", rule="one-of")
+        raise ValidationError(
+            "give either --type (one event) or --file (many)", field="--type", rule="one-of"
+        )
     if file is None:
         try:
             payload = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"not valid JSON ({exc.msg})", field="--data", rule="json") from None
-        attrs: dict[str, Any] = {"type": type_, "subject": subject, "data": payload, "source": source}
+            raise ValidationError(
+                f"not valid JSON ({exc.msg})", field="--data", rule="json"
+            ) from None
+        attrs: dict[str, Any] = {
+            "type": type_,
+            "subject": subject,
+            "data": payload,
+            "source": source,
+        }
         if correlation_id:
             attrs["correlationid"] = correlation_id
         event = validate_event(build_event(attrs))
@@ -107,7 +125,9 @@ def publish(
         for message in errors[:20]:
             typer.echo(f"error: {message}", err=True)
         raise ValidationError(
-            f"{len(errors)} invalid line(s); nothing was published", field="--file", rule="valid-events"
+            f"{len(errors)} invalid line(s); nothing was published",
+            field="--file",
+            rule="valid-events",
         )
     bus = _bus(bus_url)
     started = time.perf_counter()
@@ -126,7 +146,9 @@ def _print_record(console: Console, record: Record, as_json: bool) -> None:
         sys.stdout.flush()
         return
     if event is None:
-        console.print(f"[red]undecodable[/red] {record.topic}[{record.partition}]@{record.offset}: {record.error}")
+        console.print(
+            f"[red]undecodable[/red] {record.topic}[{record.partition}]@{record.offset}: {record.error}"
+        )
         return
     when = event.time.strftime("%H:%M:%S.%f")[:-3]
     data = json.dumps(event.data, default=str)
@@ -144,9 +166,15 @@ def _print_record(console: Console, record: Record, as_json: bool) -> None:
 @app.command("tail")
 @handle_errors
 def tail(
-    group: str = typer.Option(None, "--group", "-g", help="Consumer group: commit offsets as it goes."),
-    types: list[str] = typer.Option(None, "--type", "-t", help="Type pattern, e.g. 'dataset.*' (repeatable)."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest event."),
+    group: str = typer.Option(
+        None, "--group", "-g", help="Consumer group: commit offsets as it goes."
+    ),
+    types: list[str] = typer.Option(
+        None, "--type", "-t", help="Type pattern, e.g. 'dataset.*' (repeatable)."
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="Start at the oldest event."
+    ),
     max_events: int = typer.Option(None, "--max", "-n", help="Stop after N events."),
     timeout: float = typer.Option(None, "--timeout", help="Stop after SECONDS with no new event."),
     as_json: bool = typer.Option(False, "--json", help="One CloudEvents JSON object per line."),
@@ -187,10 +215,18 @@ def tail(
 @handle_errors
 def replay(
     group: str = typer.Option(..., "--group", "-g", help="Consumer group to rewind or advance."),
-    types: list[str] = typer.Option(None, "--type", "-t", help="Only the topics of these type patterns."),
-    offset: int = typer.Option(None, "--offset", help="Continue from this offset (every partition)."),
-    since: datetime = typer.Option(None, "--since", help="Continue from the first event at/after this time."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Replay everything retained."),
+    types: list[str] = typer.Option(
+        None, "--type", "-t", help="Only the topics of these type patterns."
+    ),
+    offset: int = typer.Option(
+        None, "--offset", help="Continue from this offset (every partition)."
+    ),
+    since: datetime = typer.Option(
+        None, "--since", help="Continue from the first event at/after this time."
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="Replay everything retained."
+    ),
     to_end: bool = typer.Option(False, "--to-end", help="Skip everything not yet handled."),
     bus_url: str = typer.Option(None, "--bus", help=BUS_HELP),
 ) -> None:
@@ -201,13 +237,15 @@ def replay(
     chosen = [offset is not None, since is not None, from_beginning, to_end]
     if sum(chosen) != 1:
         raise ValidationError(
-            "give exactly one of --offset, --since, --from-beginning, --to-end", field="--offset", rule="one-of"
+            "give exactly one of --offset, --since, --from-beginning, --to-end",
+            field="--offset",
+            rule="one-of",
         )
     if since is not None and since.tzinfo is None:
         since = since.astimezone()
     bus = _bus(bus_url)
     topics = topics_for_patterns(types, bus.prefix)
-    to = "earliest" if from_beginning else "latest" if to_end else None
+    to: StartAt | None = "earliest" if from_beginning else "latest" if to_end else None
     moved = bus.seek(group, topics, offset=offset, time=since, to=to)
     bus.close()
     table = Table(title=f"group {group}: next offsets")
@@ -235,7 +273,9 @@ def _dlq_records(bus: Bus, group: str | None, idle: float) -> Iterator[Record]:
 @dlq_app.command("list")
 @handle_errors
 def dlq_list(
-    group: str = typer.Option(None, "--group", "-g", help="Only events dead-lettered by this group."),
+    group: str = typer.Option(
+        None, "--group", "-g", help="Only events dead-lettered by this group."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One CloudEvents JSON object per line."),
     wait: float = typer.Option(2.0, help="Seconds without a new entry that end the listing."),
     bus_url: str = typer.Option(None, "--bus", help=BUS_HELP),
@@ -268,7 +308,9 @@ def dlq_list(
 @dlq_app.command("retry")
 @handle_errors
 def dlq_retry(
-    group: str = typer.Option(None, "--group", "-g", help="Only events dead-lettered by this group."),
+    group: str = typer.Option(
+        None, "--group", "-g", help="Only events dead-lettered by this group."
+    ),
     wait: float = typer.Option(2.0, help="Seconds without a new entry that end the retry."),
     bus_url: str = typer.Option(None, "--bus", help=BUS_HELP),
 ) -> None:

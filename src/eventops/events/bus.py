@@ -121,7 +121,9 @@ def dlq_topic(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-dlq"
 
 
-def topics_for_patterns(patterns: Sequence[str] | None, prefix: str = DEFAULT_PREFIX) -> list[str] | None:
+def topics_for_patterns(
+    patterns: Sequence[str] | None, prefix: str = DEFAULT_PREFIX
+) -> list[str] | None:
     """Topics that can hold events matching these type patterns; None means all event topics."""
     if not patterns:
         return None

@@ -106,7 +106,9 @@ class Event(BaseModel):
         return value
 
     # ------------------------------------------------------------------ derived
-    def caused(self, type: str, *, data: Any = None, subject: str | None = None, **kw: Any) -> Event:
+    def caused(
+        self, type: str, *, data: Any = None, subject: str | None = None, **kw: Any
+    ) -> Event:
         """A new event caused by this one: the correlation id is carried, causation set to us."""
         return Event(
             type=type,
@@ -223,11 +225,15 @@ class Event(BaseModel):
         try:
             known["data"] = json.loads(value) if value else None
         except json.JSONDecodeError as exc:
-            raise ValidationError(f"data is not valid JSON ({exc})", field="data", rule="json") from exc
+            raise ValidationError(
+                f"data is not valid JSON ({exc})", field="data", rule="json"
+            ) from exc
         return build_event(known, extensions)
 
 
-def build_event(attributes: Mapping[str, Any], extensions: Mapping[str, Any] | None = None) -> Event:
+def build_event(
+    attributes: Mapping[str, Any], extensions: Mapping[str, Any] | None = None
+) -> Event:
     """Validate attributes into an Event, turning pydantic errors into one naming the field."""
     try:
         merged = {**attributes}

@@ -98,7 +98,7 @@ class SQLiteBus:
         self.path = sqlite_path(url)
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
         self.prefix = prefix or query.pop("prefix", DEFAULT_PREFIX)
-        self.partitions = int(partitions or query.pop("partitions", 4))
+        self.partitions = partitions or int(query.pop("partitions", "4"))
         age = retention_age or query.pop("retention_age", None)
         size = retention_bytes or query.pop("retention_bytes", None)
         self.retention_age = parse_duration(age, field="bus.retention_age") if age else None
@@ -127,9 +127,7 @@ class SQLiteBus:
         self.enforce_retention()
 
     def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
@@ -171,7 +169,9 @@ class SQLiteBus:
                 target = topic or topic_for(event.type, self.prefix)
                 count = self.partitions_of(self._conn, target)
                 key = event.key
-                part = zlib.crc32(key) % count if key is not None else next(self._round_robin) % count
+                part = (
+                    zlib.crc32(key) % count if key is not None else next(self._round_robin) % count
+                )
                 rows.append((target, part, event.to_json(), now))
             if not rows:
                 return 0
@@ -200,7 +200,9 @@ class SQLiteBus:
         deleted = 0
         conn = self._conn
         if self.retention_age is not None:
-            cur = conn.execute("DELETE FROM log WHERE appended < ?", (time.time() - self.retention_age,))
+            cur = conn.execute(
+                "DELETE FROM log WHERE appended < ?", (time.time() - self.retention_age,)
+            )
             deleted += cur.rowcount
         if self.retention_bytes is not None:
             while self._used_bytes() > self.retention_bytes:
@@ -326,7 +328,9 @@ class SQLiteConsumer:
             conn.execute("ROLLBACK")
             raise
 
-    def _rebalance(self, conn: sqlite3.Connection, now: float, wanted: list[TopicPartition]) -> None:
+    def _rebalance(
+        self, conn: sqlite3.Connection, now: float, wanted: list[TopicPartition]
+    ) -> None:
         group, me, expires = self.group, self.member, now + self.bus.session_timeout
         conn.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (group, me, expires))
         conn.execute("DELETE FROM members WHERE grp = ? AND expires < ?", (group, now))
@@ -391,7 +395,9 @@ class SQLiteConsumer:
             sleep = min(sleep * 2, 0.01)
 
     def _fetch(self, limit: int) -> list[Record]:
-        clauses = " OR ".join("(topic = ? AND partition = ? AND offset > ?)" for _ in self.positions)
+        clauses = " OR ".join(
+            "(topic = ? AND partition = ? AND offset > ?)" for _ in self.positions
+        )
         params: list[object] = []
         for (t, p), pos in self.positions.items():
             params.extend((t, p, pos))
@@ -448,4 +454,3 @@ class SQLiteConsumer:
                     "DELETE FROM members WHERE grp = ? AND owner = ?", (self.group, self.member)
                 )
         self.conn.close()
-

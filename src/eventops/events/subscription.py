@@ -20,7 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventops.events.bus import Bus, Consumer, Record, StartAt, dlq_topic, topics_for_patterns, type_matches
+from eventops.events.bus import (
+    Bus,
+    Consumer,
+    Record,
+    StartAt,
+    dlq_topic,
+    topics_for_patterns,
+    type_matches,
+)
 from eventops.events.envelope import Event
 
 log = logging.getLogger(__name__)
@@ -206,7 +214,9 @@ class Subscription:
 
     def _to_dlq(self, record: Record, error: str, attempts: int) -> None:
         if not self.dead_letter:
-            raise RuntimeError(f"event at {record.topic}[{record.partition}]@{record.offset}: {error}")
+            raise RuntimeError(
+                f"event at {record.topic}[{record.partition}]@{record.offset}: {error}"
+            )
         event = dead_letter_event(record, group=self.group, error=error, attempts=attempts)
         self.bus.publish([event], topic=dlq_topic(self.bus.prefix))
         self.stats.dead_lettered += 1

@@ -1,0 +1,5 @@
+"""`python -m eventops`."""
+
+from eventops.cli import app
+
+app()
