@@ -1,6 +1,13 @@
 """The metadata store: SQLAlchemy models and Alembic migrations, the transactional outbox, and
 idempotent handlers. SQLite when embedded, PostgreSQL in production, same code and schema."""
 
+from eventops.store.catalog import (
+    BatchRow,
+    DatasetRow,
+    RejectionRow,
+    SchemaVersionRow,
+    StreamCheckpointRow,
+)
 from eventops.store.database import Store, parse_store_url
 from eventops.store.idempotency import already_processed, claim, forget_processed, idempotent
 from eventops.store.outbox import OutboxRelay, add_event, add_events
@@ -8,6 +15,11 @@ from eventops.store.tables import Base, OutboxEntry, ProcessedEvent, UTCDateTime
 
 __all__ = [
     "Base",
+    "BatchRow",
+    "DatasetRow",
+    "RejectionRow",
+    "SchemaVersionRow",
+    "StreamCheckpointRow",
     "OutboxEntry",
     "OutboxRelay",
     "ProcessedEvent",

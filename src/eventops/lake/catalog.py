@@ -1,0 +1,380 @@
+"""The lake: datasets in Parquet files, described and made visible by the catalog.
+
+`Lake.commit_batch` is the one door every ingestion path goes through (files, HTTP, streams,
+transforms). In order: reconcile the batch with the dataset's schema (evolving it when
+compatible), run the declared checks, keep bad rows in quarantine with the field and the rule
+they broke, compute statistics, write the Parquet file, and finally commit — in one store
+transaction — the manifest row, any new schema version, the rejection record and the events
+(`dataset.schema.changed`, `dataset.batch.rejected`, `dataset.batch.ingested`) through the
+outbox. Readers only see batches that have a manifest row, so a crash anywhere before that
+commit leaves nothing half-visible; an orphan file is removed by `vacuum`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from eventops.errors import NotFound, ValidationError
+from eventops.events.envelope import Event
+from eventops.lake.schemas import SchemaConflict, reconcile, schema_from_json, schema_to_json
+from eventops.lake.spec import DatasetSpec
+from eventops.lake.stats import table_stats
+from eventops.lake.storage import LakeStorage
+from eventops.lake.validation import Outcome, Violation, evaluate
+from eventops.store import (
+    BatchRow,
+    DatasetRow,
+    RejectionRow,
+    SchemaVersionRow,
+    Store,
+    StreamCheckpointRow,
+    add_events,
+)
+
+SOURCE = "/eventops/lake"
+EVENT_STAT_KEYS = ("count", "nulls", "min", "max", "mean", "distinct")
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    batch_id: str
+    rows_accepted: int
+    rows_rejected: int
+    schema_version: int | None
+    uri: str | None
+    quarantine_uri: str | None = None
+    reason: str | None = None
+    duplicate: bool = False
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def rejected_batch(self) -> bool:
+        return self.uri is None and not self.duplicate
+
+
+class Lake:
+    def __init__(self, store: Store, storage: LakeStorage) -> None:
+        self.store = store
+        self.storage = storage
+
+    # ------------------------------------------------------------------ catalog reads
+    def spec(self, name: str) -> DatasetSpec:
+        with self.store.session() as session:
+            row = session.get(DatasetRow, name)
+            if row is None:
+                raise NotFound(f"no dataset named {name!r}", field="dataset", rule="exists")
+            return DatasetSpec.model_validate(row.spec)
+
+    def names(self) -> list[str]:
+        with self.store.session() as session:
+            return list(session.scalars(select(DatasetRow.name).order_by(DatasetRow.name)))
+
+    def schema(self, name: str, version: int | None = None) -> pa.Schema:
+        with self.store.session() as session:
+            row = self._dataset(session, name)
+            wanted = version or row.current_version
+            found = session.get(SchemaVersionRow, (name, wanted))
+            if found is None:
+                raise NotFound(f"dataset {name!r} has no schema version {wanted}", field="version")
+            return schema_from_json(found.columns)
+
+    def versions(self, name: str) -> list[SchemaVersionRow]:
+        with self.store.session() as session:
+            self._dataset(session, name)
+            query = select(SchemaVersionRow).where(SchemaVersionRow.dataset == name).order_by(SchemaVersionRow.version)
+            return list(session.scalars(query))
+
+    def batches(self, name: str, *, limit: int | None = None) -> list[BatchRow]:
+        with self.store.session() as session:
+            self._dataset(session, name)
+            query = select(BatchRow).where(BatchRow.dataset == name).order_by(BatchRow.created_at, BatchRow.id)
+            if limit:
+                query = query.limit(limit)
+            return list(session.scalars(query))
+
+    def summary(self, name: str) -> dict[str, Any]:
+        with self.store.session() as session:
+            row = self._dataset(session, name)
+            count, rows, size = session.execute(
+                select(func.count(BatchRow.id), func.coalesce(func.sum(BatchRow.rows), 0),
+                       func.coalesce(func.sum(BatchRow.size_bytes), 0)).where(BatchRow.dataset == name)
+            ).one()  # fmt: skip
+            rejected = session.scalar(
+                select(func.coalesce(func.sum(RejectionRow.rows), 0)).where(RejectionRow.dataset == name)
+            )
+            return {
+                "name": name, "schema_version": row.current_version, "batches": int(count),
+                "rows": int(rows), "bytes": int(size), "rows_rejected": int(rejected or 0),
+                "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+            }  # fmt: skip
+
+    def rejections(self, name: str) -> list[RejectionRow]:
+        with self.store.session() as session:
+            query = select(RejectionRow).where(RejectionRow.dataset == name).order_by(RejectionRow.id)
+            return list(session.scalars(query))
+
+    def files(self, name: str) -> list[str]:
+        """Paths of the committed batches, oldest first: what readers and SQL views use."""
+        return [self.storage.path_of(b.uri) for b in self.batches(name)]
+
+    def read(self, name: str) -> pa.Table:
+        """Every committed batch of a dataset, all schema versions unioned by column name."""
+        tables = [self.storage.read_parquet(path) for path in self.files(name)]
+        if not tables:
+            return self.schema(name).empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def checkpoint(self, source: str) -> dict[str, str]:
+        with self.store.session() as session:
+            rows = session.scalars(select(StreamCheckpointRow).where(StreamCheckpointRow.source == source))
+            return {r.partition: r.position for r in rows}
+
+    @staticmethod
+    def _dataset(session: Session, name: str) -> DatasetRow:
+        row = session.get(DatasetRow, name)
+        if row is None:
+            raise NotFound(f"no dataset named {name!r}", field="dataset", rule="exists")
+        return row
+
+    # ------------------------------------------------------------------ declaring
+    def declare(self, spec: DatasetSpec) -> int | None:
+        """Create or update a dataset. Declared columns that differ from the current schema
+        become a new, declared schema version (the way to make an incompatible change).
+        Returns the new schema version, if one was made."""
+        declared = spec.arrow_schema()
+        with self.store.session() as session:
+            row = session.get(DatasetRow, spec.name)
+            if row is None:
+                row = DatasetRow(name=spec.name, spec=spec.model_dump(mode="json"), current_version=0)
+                session.add(row)
+                session.flush()
+            else:
+                row.spec = spec.model_dump(mode="json")
+                row.updated_at = datetime.now(UTC)
+            if declared is None:
+                return None
+            current = session.get(SchemaVersionRow, (spec.name, row.current_version))
+            if current is not None and schema_from_json(current.columns).equals(declared):
+                return None
+            version = row.current_version + 1
+            before = current.columns if current else None
+            changes = [{"change": "declared", "from": before, "to": schema_to_json(declared)}]
+            session.add(SchemaVersionRow(dataset=spec.name, version=version, columns=schema_to_json(declared),
+                                         changes=changes, declared=True))  # fmt: skip
+            row.current_version = version
+            add_events(session, [self._schema_event(spec.name, version - 1 or None, version, changes)])
+            return version
+
+    # ------------------------------------------------------------------ writing
+    def commit_batch(
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        source: str,
+        batch_id: str | None = None,
+        lineage: Sequence[str] | None = None,
+        checkpoint: tuple[str, Mapping[str, str]] | None = None,
+        cause: Event | None = None,
+    ) -> IngestResult:
+        """Validate and commit one batch; see the module docstring for the steps."""
+        batch_id = batch_id or uuid.uuid4().hex
+        spec, current = self._spec_and_schema(name)
+        if self._existing(batch_id) is not None:
+            return IngestResult(name, batch_id, 0, 0, None, None, duplicate=True)
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        try:
+            reconciled = reconcile(current, table)
+        except SchemaConflict as conflict:
+            return self._reject_whole(name, batch_id, table, day, source, str(conflict), checkpoint, cause)
+        outcome = evaluate(reconciled.table, spec.checks)
+        for column, failed in reconciled.type_errors.items():
+            raw = reconciled.raw_values[column]
+            target = reconciled.schema.field(column).type
+            outcome.add(~failed, lambda i, c=column, r=raw, t=target: Violation(i, c, "type", f"{r[i].as_py()!r} is not a valid {t}"))
+        if outcome.bad_count and spec.on_bad_rows == "reject_batch":
+            reason = f"{outcome.bad_count} row(s) broke checks; policy reject_batch"
+            self._quarantine_rows(name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values)
+            return self._reject_whole(name, batch_id, table, day, source, reason, checkpoint, cause, outcome)
+        good = reconciled.table.filter(pa.array(~outcome.bad)) if outcome.bad_count else reconciled.table
+        quarantine_uri = None
+        if outcome.bad_count:
+            quarantine_uri = self._quarantine_rows(name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values)
+        version = (spec_version := self._next_version(name, reconciled.new_version))
+        path = self.storage.path("datasets", name, f"v{spec_version}", f"date={day}", f"{batch_id}.parquet")
+        size = self.storage.write_parquet(path, good)
+        stats = table_stats(good)
+        uri = self.storage.uri(path)
+        with self.store.session() as session:
+            row = session.get(DatasetRow, name)
+            assert row is not None
+            events: list[Event] = []
+            if reconciled.new_version:
+                if row.current_version + 1 != version:
+                    raise SchemaConflict("the schema changed concurrently; retry the batch", field=name, rule="concurrent-change")
+                session.add(SchemaVersionRow(dataset=name, version=version, columns=schema_to_json(reconciled.schema),
+                                             changes=reconciled.changes, declared=False))  # fmt: skip
+                row.current_version = version
+                events.append(self._schema_event(name, version - 1 or None, version, reconciled.changes, cause))
+            row.updated_at = datetime.now(UTC)
+            session.add(BatchRow(id=batch_id, dataset=name, version=version, uri=uri, rows=good.num_rows,
+                                 size_bytes=size, stats=stats, source=source, lineage=list(lineage) if lineage else None))  # fmt: skip
+            if outcome.bad_count:
+                assert quarantine_uri is not None
+                reason = _reason(outcome)
+                session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=outcome.bad_count, reason=reason,
+                                         uri=quarantine_uri, source=source))  # fmt: skip
+                events.append(self._rejected_event(name, batch_id, outcome.bad_count, reason, quarantine_uri, cause))
+            self._save_checkpoint(session, checkpoint)
+            ingested = self._ingested_event(name, batch_id, good.num_rows, version, uri, stats, source, lineage, cause)
+            events.append(ingested)
+            add_events(session, events)
+        return IngestResult(name, batch_id, good.num_rows, outcome.bad_count, version, uri, quarantine_uri, events=events)
+
+    def _spec_and_schema(self, name: str) -> tuple[DatasetSpec, pa.Schema | None]:
+        with self.store.session() as session:
+            row = session.get(DatasetRow, name)
+            if row is None:
+                spec = DatasetSpec(name=name)  # validates the name
+                session.add(DatasetRow(name=name, spec=spec.model_dump(mode="json"), current_version=0))
+                return spec, None
+            spec = DatasetSpec.model_validate(row.spec)
+            version = session.get(SchemaVersionRow, (name, row.current_version))
+            return spec, schema_from_json(version.columns) if version else None
+
+    def _next_version(self, name: str, new: bool) -> int:
+        with self.store.session() as session:
+            current = self._dataset(session, name).current_version
+        return current + 1 if new else current
+
+    def _existing(self, batch_id: str) -> BatchRow | None:
+        with self.store.session() as session:
+            return session.get(BatchRow, batch_id)
+
+    @staticmethod
+    def _save_checkpoint(session: Session, checkpoint: tuple[str, Mapping[str, str]] | None) -> None:
+        if checkpoint is None:
+            return
+        source, positions = checkpoint
+        for partition, position in positions.items():
+            found = session.get(StreamCheckpointRow, (source, partition))
+            if found is None:
+                session.add(StreamCheckpointRow(source=source, partition=partition, position=position))
+            else:
+                found.position = position
+                found.updated_at = datetime.now(UTC)
+
+    # ------------------------------------------------------------------ quarantine
+    def _quarantine_rows(
+        self, name: str, batch_id: str, day: str, table: pa.Table, outcome: Outcome, source: str,
+        raw: Mapping[str, pa.ChunkedArray],
+    ) -> str:  # fmt: skip
+        """Bad rows as JSON lines: the row (with the raw text where a value did not parse), and
+        every field and rule it broke."""
+        lines = []
+        for index in sorted(outcome.violations):
+            record = {c: _jsonable(table.column(c)[index].as_py()) for c in table.column_names}
+            for column, values in raw.items():
+                record[column] = values[index].as_py()
+            errors = [{"field": v.field, "rule": v.rule, "message": v.message} for v in outcome.violations[index]]
+            lines.append(json.dumps({"dataset": name, "batch_id": batch_id, "source": source, "row_number": index,
+                                     "row": record, "errors": errors}, default=str))  # fmt: skip
+        path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.jsonl")
+        self.storage.write_bytes(path, ("\n".join(lines) + "\n").encode())
+        return self.storage.uri(path)
+
+    def _reject_whole(
+        self, name: str, batch_id: str, table: pa.Table, day: str, source: str, reason: str,
+        checkpoint: tuple[str, Mapping[str, str]] | None, cause: Event | None, outcome: Outcome | None = None,
+    ) -> IngestResult:  # fmt: skip
+        path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.parquet")
+        self.storage.write_parquet(path, table)
+        uri = self.storage.uri(path)
+        with self.store.session() as session:
+            session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=table.num_rows, reason=reason, uri=uri,
+                                     source=source))  # fmt: skip
+            self._save_checkpoint(session, checkpoint)
+            event = self._rejected_event(name, batch_id, table.num_rows, reason, uri, cause)
+            add_events(session, [event])
+        return IngestResult(name, batch_id, 0, table.num_rows, None, None, uri, reason=reason, events=[event])
+
+    # ------------------------------------------------------------------ events
+    @staticmethod
+    def _event(type_: str, name: str, data: dict[str, Any], cause: Event | None) -> Event:
+        if cause is not None:
+            return cause.caused(type_, data=data, subject=name, source=SOURCE)
+        return Event(type=type_, source=SOURCE, subject=name, data=data)
+
+    def _schema_event(
+        self, name: str, before: int | None, after: int, changes: list[dict[str, Any]], cause: Event | None = None
+    ) -> Event:
+        data = {"dataset": name, "from_version": before, "to_version": after, "changes": changes}
+        return self._event("dataset.schema.changed", name, data, cause)
+
+    def _rejected_event(self, name: str, batch_id: str, rows: int, reason: str, uri: str, cause: Event | None) -> Event:
+        data = {"dataset": name, "batch_id": batch_id, "rows_rejected": rows, "reason": reason, "quarantine_uri": uri}
+        return self._event("dataset.batch.rejected", name, data, cause)
+
+    def _ingested_event(
+        self, name: str, batch_id: str, rows: int, version: int, uri: str, stats: dict[str, Any], source: str,
+        lineage: Sequence[str] | None, cause: Event | None,
+    ) -> Event:  # fmt: skip
+        summary = {
+            column: {k: v for k, v in values.items() if k in EVENT_STAT_KEYS}
+            for column, values in stats["columns"].items()
+        }
+        data = {"dataset": name, "batch_id": batch_id, "rows": rows, "schema_version": version, "uri": uri,
+                "source": source, "stats": summary, "lineage": list(lineage or [])}  # fmt: skip
+        return self._event("dataset.batch.ingested", name, data, cause)
+
+    # ------------------------------------------------------------------ housekeeping
+    def orphans(self, min_age: timedelta = timedelta(hours=1)) -> list[str]:
+        """Files under datasets/ with no manifest row, older than `min_age` (younger ones may be
+        a batch being committed right now)."""
+        with self.store.session() as session:
+            known = {self.storage.path_of(u) for u in session.scalars(select(BatchRow.uri))}
+        cutoff = datetime.now(UTC) - min_age
+        found = []
+        for path in self.storage.files("datasets"):
+            if path in known:
+                continue
+            modified = self.storage.fs.modified(path)
+            if modified.tzinfo is None:
+                modified = modified.replace(tzinfo=UTC)
+            if modified <= cutoff:
+                found.append(path)
+        return found
+
+    def vacuum(self, min_age: timedelta = timedelta(hours=1)) -> list[str]:
+        removed = self.orphans(min_age)
+        for path in removed:
+            self.storage.delete(path)
+        return removed
+
+
+def _reason(outcome: Outcome) -> str:
+    rules: dict[tuple[str, str], int] = {}
+    for violations in outcome.violations.values():
+        for v in violations:
+            rules[(v.field, v.rule)] = rules.get((v.field, v.rule), 0) + 1
+    parts = [f"{f}: {r} x{n}" for (f, r), n in sorted(rules.items(), key=lambda kv: -kv[1])]
+    return f"{outcome.bad_count} bad row(s) ({'; '.join(parts[:10])})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    return value
+
+
+__all__ = ["IngestResult", "Lake", "SchemaConflict", "ValidationError"]
