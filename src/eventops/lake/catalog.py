@@ -23,6 +23,7 @@ import pyarrow as pa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from eventops.config import Settings
 from eventops.errors import NotFound, ValidationError
 from eventops.events.envelope import Event
 from eventops.lake.schemas import SchemaConflict, reconcile, schema_from_json, schema_to_json
@@ -66,6 +67,18 @@ class Lake:
     def __init__(self, store: Store, storage: LakeStorage) -> None:
         self.store = store
         self.storage = storage
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, upgrade: bool = True) -> Lake:
+        """The configured lake over the configured store (migrated unless `upgrade=False`).
+
+        S3 credentials and endpoints come from the standard AWS variables and files
+        (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, ...), never from settings.
+        """
+        store = Store(settings.store_url)
+        if upgrade:
+            store.upgrade()
+        return cls(store, LakeStorage(settings.lake_url))
 
     # ------------------------------------------------------------------ catalog reads
     def spec(self, name: str) -> DatasetSpec:
@@ -275,6 +288,25 @@ class Lake:
                 found.updated_at = datetime.now(UTC)
 
     # ------------------------------------------------------------------ quarantine
+    def quarantine_raw(self, name: str, records: Sequence[dict[str, Any]], reason: str, *, source: str) -> IngestResult:
+        """Keep input that could not even be parsed (a CSV line with the wrong number of fields,
+        a line that is not JSON): each record says where it came from and what was wrong."""
+        DatasetSpec(name=name)  # validates the name
+        batch_id = uuid.uuid4().hex
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.raw.jsonl")
+        body = "".join(json.dumps({"dataset": name, "source": source, **r}, default=str) + "\n" for r in records)
+        self.storage.write_bytes(path, body.encode())
+        uri = self.storage.uri(path)
+        with self.store.session() as session:
+            if session.get(DatasetRow, name) is None:
+                session.add(DatasetRow(name=name, spec=DatasetSpec(name=name).model_dump(mode="json"), current_version=0))
+                session.flush()
+            session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=len(records), reason=reason, uri=uri, source=source))
+            event = self._rejected_event(name, batch_id, len(records), reason, uri, None)
+            add_events(session, [event])
+        return IngestResult(name, batch_id, 0, len(records), None, None, uri, reason=reason, events=[event])
+
     def _quarantine_rows(
         self, name: str, batch_id: str, day: str, table: pa.Table, outcome: Outcome, source: str,
         raw: Mapping[str, pa.ChunkedArray],
