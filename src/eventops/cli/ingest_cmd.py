@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,7 +23,7 @@ class FilesByDefault(TyperGroup):
     """`eventops ingest churn data.csv` means `eventops ingest files churn data.csv`: the common
     case reads naturally while `serve` and `stream` stay sub-commands."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["files", *args]
         return super().resolve_command(ctx, args)
@@ -42,7 +41,9 @@ app = typer.Typer(
 def files(
     dataset: str = typer.Argument(..., help="Dataset name (created on first ingest)."),
     paths: list[str] = typer.Argument(..., help="CSV, NDJSON or Parquet files; '-' reads stdin."),
-    fmt: str = typer.Option(None, "--format", help="csv, ndjson or parquet (default: from the suffix)."),
+    fmt: str = typer.Option(
+        None, "--format", help="csv, ndjson or parquet (default: from the suffix)."
+    ),
     batch_rows: int = typer.Option(DEFAULT_BATCH_ROWS, min=1, help="Rows per committed batch."),
 ) -> None:
     """Validate files and commit them to the lake; bad rows go to quarantine."""
@@ -57,11 +58,16 @@ def files(
         task = progress.add_task(f"ingest {dataset}", total=len(paths))
 
         def advance(result: IngestResult, rows: int) -> None:
-            progress.update(task, description=f"ingest {dataset}: {result.rows_accepted:,} rows in batch {result.batch_id[:8]}")
+            progress.update(
+                task,
+                description=f"ingest {dataset}: {result.rows_accepted:,} rows in batch {result.batch_id[:8]}",
+            )
 
         for path in paths:
             progress.update(task, description=f"ingest {dataset}: reading {path}")
-            reports.append(ingest_file(lake, dataset, path, fmt=fmt, batch_rows=batch_rows, on_batch=advance))
+            reports.append(
+                ingest_file(lake, dataset, path, fmt=fmt, batch_rows=batch_rows, on_batch=advance)
+            )
             progress.advance(task)
     relayed = OutboxRelay(lake.store, open_configured_bus(settings)).relay_once()
     _summary(console, dataset, reports, relayed)
@@ -87,7 +93,9 @@ def _summary(console: Console, dataset: str, reports: list[FileReport], relayed:
     console.print(table)
     accepted = sum(r.rows_accepted for r in reports)
     rejected = sum(r.rows_rejected for r in reports)
-    console.print(f"{accepted:,} rows accepted, {rejected:,} rejected; {relayed} event(s) published")
+    console.print(
+        f"{accepted:,} rows accepted, {rejected:,} rejected; {relayed} event(s) published"
+    )
     reasons = {res.reason for rep in reports for res in rep.results if res.reason}
     for reason in sorted(reasons):
         console.print(f"[yellow]rejected:[/yellow] {reason}")

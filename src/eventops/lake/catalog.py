@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -104,13 +106,21 @@ class Lake:
     def versions(self, name: str) -> list[SchemaVersionRow]:
         with self.store.session() as session:
             self._dataset(session, name)
-            query = select(SchemaVersionRow).where(SchemaVersionRow.dataset == name).order_by(SchemaVersionRow.version)
+            query = (
+                select(SchemaVersionRow)
+                .where(SchemaVersionRow.dataset == name)
+                .order_by(SchemaVersionRow.version)
+            )
             return list(session.scalars(query))
 
     def batches(self, name: str, *, limit: int | None = None) -> list[BatchRow]:
         with self.store.session() as session:
             self._dataset(session, name)
-            query = select(BatchRow).where(BatchRow.dataset == name).order_by(BatchRow.created_at, BatchRow.id)
+            query = (
+                select(BatchRow)
+                .where(BatchRow.dataset == name)
+                .order_by(BatchRow.created_at, BatchRow.id)
+            )
             if limit:
                 query = query.limit(limit)
             return list(session.scalars(query))
@@ -123,7 +133,9 @@ class Lake:
                        func.coalesce(func.sum(BatchRow.size_bytes), 0)).where(BatchRow.dataset == name)
             ).one()  # fmt: skip
             rejected = session.scalar(
-                select(func.coalesce(func.sum(RejectionRow.rows), 0)).where(RejectionRow.dataset == name)
+                select(func.coalesce(func.sum(RejectionRow.rows), 0)).where(
+                    RejectionRow.dataset == name
+                )
             )
             return {
                 "name": name, "schema_version": row.current_version, "batches": int(count),
@@ -133,7 +145,9 @@ class Lake:
 
     def rejections(self, name: str) -> list[RejectionRow]:
         with self.store.session() as session:
-            query = select(RejectionRow).where(RejectionRow.dataset == name).order_by(RejectionRow.id)
+            query = (
+                select(RejectionRow).where(RejectionRow.dataset == name).order_by(RejectionRow.id)
+            )
             return list(session.scalars(query))
 
     def files(self, name: str) -> list[str]:
@@ -144,12 +158,18 @@ class Lake:
         """Every committed batch of a dataset, all schema versions unioned by column name."""
         tables = [self.storage.read_parquet(path) for path in self.files(name)]
         if not tables:
+            with self.store.session() as session:
+                if self._dataset(session, name).current_version == 0:
+                    return pa.table({})  # declared, or its first batch was rejected: no schema yet
             return self.schema(name).empty_table()
-        return pa.concat_tables(tables, promote_options="default")
+        # "permissive" widens a declared type change (int64 -> double) across old and new batches
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def checkpoint(self, source: str) -> dict[str, str]:
         with self.store.session() as session:
-            rows = session.scalars(select(StreamCheckpointRow).where(StreamCheckpointRow.source == source))
+            rows = session.scalars(
+                select(StreamCheckpointRow).where(StreamCheckpointRow.source == source)
+            )
             return {r.partition: r.position for r in rows}
 
     @staticmethod
@@ -168,7 +188,9 @@ class Lake:
         with self.store.session() as session:
             row = session.get(DatasetRow, spec.name)
             if row is None:
-                row = DatasetRow(name=spec.name, spec=spec.model_dump(mode="json"), current_version=0)
+                row = DatasetRow(
+                    name=spec.name, spec=spec.model_dump(mode="json"), current_version=0
+                )
                 session.add(row)
                 session.flush()
             else:
@@ -185,7 +207,9 @@ class Lake:
             session.add(SchemaVersionRow(dataset=spec.name, version=version, columns=schema_to_json(declared),
                                          changes=changes, declared=True))  # fmt: skip
             row.current_version = version
-            add_events(session, [self._schema_event(spec.name, version - 1 or None, version, changes)])
+            add_events(
+                session, [self._schema_event(spec.name, version - 1 or None, version, changes)]
+            )
             return version
 
     # ------------------------------------------------------------------ writing
@@ -209,24 +233,45 @@ class Lake:
         try:
             reconciled = reconcile(current, table)
         except SchemaConflict as conflict:
-            return self._reject_whole(name, batch_id, table, day, source, str(conflict), checkpoint, cause)
+            return self._reject_whole(
+                name, batch_id, table, day, source, str(conflict), checkpoint, cause
+            )
         outcome = evaluate(reconciled.table, spec.checks)
         for column, failed in reconciled.type_errors.items():
-            raw = reconciled.raw_values[column]
-            target = reconciled.schema.field(column).type
-            outcome.add(~failed, lambda i, c=column, r=raw, t=target: Violation(i, c, "type", f"{r[i].as_py()!r} is not a valid {t}"))
+            outcome.add(
+                ~failed,
+                _type_violation(
+                    column, reconciled.raw_values[column], reconciled.schema.field(column).type
+                ),
+            )
         if outcome.bad_count and spec.on_bad_rows == "reject_batch":
             reason = f"{outcome.bad_count} row(s) broke checks; policy reject_batch"
-            self._quarantine_rows(name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values)
-            return self._reject_whole(name, batch_id, table, day, source, reason, checkpoint, cause, outcome)
-        good = reconciled.table.filter(pa.array(~outcome.bad)) if outcome.bad_count else reconciled.table
+            self._quarantine_rows(
+                name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values
+            )
+            return self._reject_whole(
+                name, batch_id, table, day, source, reason, checkpoint, cause, outcome
+            )
+        good = (
+            reconciled.table.filter(pa.array(~outcome.bad))
+            if outcome.bad_count
+            else reconciled.table
+        )
         quarantine_uri = None
         if outcome.bad_count:
-            quarantine_uri = self._quarantine_rows(name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values)
+            quarantine_uri = self._quarantine_rows(
+                name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values
+            )
         version = (spec_version := self._next_version(name, reconciled.new_version))
-        path = self.storage.path("datasets", name, f"v{spec_version}", f"date={day}", f"{batch_id}.parquet")
-        size = self.storage.write_parquet(path, good)
-        stats = table_stats(good)
+        path = self.storage.path(
+            "datasets", name, f"v{spec_version}", f"date={day}", f"{batch_id}.parquet"
+        )
+        with ThreadPoolExecutor(
+            1
+        ) as pool:  # Parquet encoding and the statistics both release the GIL
+            written = pool.submit(self.storage.write_parquet, path, good)
+            stats = table_stats(good)
+            size = written.result()
         uri = self.storage.uri(path)
         with self.store.session() as session:
             row = session.get(DatasetRow, name)
@@ -234,11 +279,19 @@ class Lake:
             events: list[Event] = []
             if reconciled.new_version:
                 if row.current_version + 1 != version:
-                    raise SchemaConflict("the schema changed concurrently; retry the batch", field=name, rule="concurrent-change")
+                    raise SchemaConflict(
+                        "the schema changed concurrently; retry the batch",
+                        field=name,
+                        rule="concurrent-change",
+                    )
                 session.add(SchemaVersionRow(dataset=name, version=version, columns=schema_to_json(reconciled.schema),
                                              changes=reconciled.changes, declared=False))  # fmt: skip
                 row.current_version = version
-                events.append(self._schema_event(name, version - 1 or None, version, reconciled.changes, cause))
+                events.append(
+                    self._schema_event(
+                        name, version - 1 or None, version, reconciled.changes, cause
+                    )
+                )
             row.updated_at = datetime.now(UTC)
             session.add(BatchRow(id=batch_id, dataset=name, version=version, uri=uri, rows=good.num_rows,
                                  size_bytes=size, stats=stats, source=source, lineage=list(lineage) if lineage else None))  # fmt: skip
@@ -247,19 +300,36 @@ class Lake:
                 reason = _reason(outcome)
                 session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=outcome.bad_count, reason=reason,
                                          uri=quarantine_uri, source=source))  # fmt: skip
-                events.append(self._rejected_event(name, batch_id, outcome.bad_count, reason, quarantine_uri, cause))
+                events.append(
+                    self._rejected_event(
+                        name, batch_id, outcome.bad_count, reason, quarantine_uri, cause
+                    )
+                )
             self._save_checkpoint(session, checkpoint)
-            ingested = self._ingested_event(name, batch_id, good.num_rows, version, uri, stats, source, lineage, cause)
+            ingested = self._ingested_event(
+                name, batch_id, good.num_rows, version, uri, stats, source, lineage, cause
+            )
             events.append(ingested)
             add_events(session, events)
-        return IngestResult(name, batch_id, good.num_rows, outcome.bad_count, version, uri, quarantine_uri, events=events)
+        return IngestResult(
+            name,
+            batch_id,
+            good.num_rows,
+            outcome.bad_count,
+            version,
+            uri,
+            quarantine_uri,
+            events=events,
+        )
 
     def _spec_and_schema(self, name: str) -> tuple[DatasetSpec, pa.Schema | None]:
         with self.store.session() as session:
             row = session.get(DatasetRow, name)
             if row is None:
-                spec = DatasetSpec(name=name)  # validates the name
-                session.add(DatasetRow(name=name, spec=spec.model_dump(mode="json"), current_version=0))
+                spec = new_spec(name)
+                session.add(
+                    DatasetRow(name=name, spec=spec.model_dump(mode="json"), current_version=0)
+                )
                 return spec, None
             spec = DatasetSpec.model_validate(row.spec)
             version = session.get(SchemaVersionRow, (name, row.current_version))
@@ -275,37 +345,63 @@ class Lake:
             return session.get(BatchRow, batch_id)
 
     @staticmethod
-    def _save_checkpoint(session: Session, checkpoint: tuple[str, Mapping[str, str]] | None) -> None:
+    def _save_checkpoint(
+        session: Session, checkpoint: tuple[str, Mapping[str, str]] | None
+    ) -> None:
         if checkpoint is None:
             return
         source, positions = checkpoint
         for partition, position in positions.items():
             found = session.get(StreamCheckpointRow, (source, partition))
             if found is None:
-                session.add(StreamCheckpointRow(source=source, partition=partition, position=position))
+                session.add(
+                    StreamCheckpointRow(source=source, partition=partition, position=position)
+                )
             else:
                 found.position = position
                 found.updated_at = datetime.now(UTC)
 
     # ------------------------------------------------------------------ quarantine
-    def quarantine_raw(self, name: str, records: Sequence[dict[str, Any]], reason: str, *, source: str) -> IngestResult:
+    def quarantine_raw(
+        self, name: str, records: Sequence[dict[str, Any]], reason: str, *, source: str
+    ) -> IngestResult:
         """Keep input that could not even be parsed (a CSV line with the wrong number of fields,
         a line that is not JSON): each record says where it came from and what was wrong."""
-        DatasetSpec(name=name)  # validates the name
+        new_spec(name)  # validates the name
         batch_id = uuid.uuid4().hex
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.raw.jsonl")
-        body = "".join(json.dumps({"dataset": name, "source": source, **r}, default=str) + "\n" for r in records)
+        body = "".join(
+            json.dumps({"dataset": name, "source": source, **r}, default=str) + "\n"
+            for r in records
+        )
         self.storage.write_bytes(path, body.encode())
         uri = self.storage.uri(path)
         with self.store.session() as session:
             if session.get(DatasetRow, name) is None:
-                session.add(DatasetRow(name=name, spec=DatasetSpec(name=name).model_dump(mode="json"), current_version=0))
+                session.add(
+                    DatasetRow(
+                        name=name,
+                        spec=DatasetSpec(name=name).model_dump(mode="json"),
+                        current_version=0,
+                    )
+                )
                 session.flush()
-            session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=len(records), reason=reason, uri=uri, source=source))
+            session.add(
+                RejectionRow(
+                    dataset=name,
+                    batch_id=batch_id,
+                    rows=len(records),
+                    reason=reason,
+                    uri=uri,
+                    source=source,
+                )
+            )
             event = self._rejected_event(name, batch_id, len(records), reason, uri, None)
             add_events(session, [event])
-        return IngestResult(name, batch_id, 0, len(records), None, None, uri, reason=reason, events=[event])
+        return IngestResult(
+            name, batch_id, 0, len(records), None, None, uri, reason=reason, events=[event]
+        )
 
     def _quarantine_rows(
         self, name: str, batch_id: str, day: str, table: pa.Table, outcome: Outcome, source: str,
@@ -318,7 +414,10 @@ class Lake:
             record = {c: _jsonable(table.column(c)[index].as_py()) for c in table.column_names}
             for column, values in raw.items():
                 record[column] = values[index].as_py()
-            errors = [{"field": v.field, "rule": v.rule, "message": v.message} for v in outcome.violations[index]]
+            errors = [
+                {"field": v.field, "rule": v.rule, "message": v.message}
+                for v in outcome.violations[index]
+            ]
             lines.append(json.dumps({"dataset": name, "batch_id": batch_id, "source": source, "row_number": index,
                                      "row": record, "errors": errors}, default=str))  # fmt: skip
         path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.jsonl")
@@ -338,7 +437,9 @@ class Lake:
             self._save_checkpoint(session, checkpoint)
             event = self._rejected_event(name, batch_id, table.num_rows, reason, uri, cause)
             add_events(session, [event])
-        return IngestResult(name, batch_id, 0, table.num_rows, None, None, uri, reason=reason, events=[event])
+        return IngestResult(
+            name, batch_id, 0, table.num_rows, None, None, uri, reason=reason, events=[event]
+        )
 
     # ------------------------------------------------------------------ events
     @staticmethod
@@ -348,13 +449,26 @@ class Lake:
         return Event(type=type_, source=SOURCE, subject=name, data=data)
 
     def _schema_event(
-        self, name: str, before: int | None, after: int, changes: list[dict[str, Any]], cause: Event | None = None
+        self,
+        name: str,
+        before: int | None,
+        after: int,
+        changes: list[dict[str, Any]],
+        cause: Event | None = None,
     ) -> Event:
         data = {"dataset": name, "from_version": before, "to_version": after, "changes": changes}
         return self._event("dataset.schema.changed", name, data, cause)
 
-    def _rejected_event(self, name: str, batch_id: str, rows: int, reason: str, uri: str, cause: Event | None) -> Event:
-        data = {"dataset": name, "batch_id": batch_id, "rows_rejected": rows, "reason": reason, "quarantine_uri": uri}
+    def _rejected_event(
+        self, name: str, batch_id: str, rows: int, reason: str, uri: str, cause: Event | None
+    ) -> Event:
+        data = {
+            "dataset": name,
+            "batch_id": batch_id,
+            "rows_rejected": rows,
+            "reason": reason,
+            "quarantine_uri": uri,
+        }
         return self._event("dataset.batch.rejected", name, data, cause)
 
     def _ingested_event(
@@ -392,6 +506,27 @@ class Lake:
         for path in removed:
             self.storage.delete(path)
         return removed
+
+
+def _type_violation(
+    column: str, raw: pa.ChunkedArray, target: pa.DataType
+) -> Callable[[int], Violation]:
+    def describe(index: int) -> Violation:
+        return Violation(index, column, "type", f"{raw[index].as_py()!r} is not a valid {target}")
+
+    return describe
+
+
+def new_spec(name: str) -> DatasetSpec:
+    """The spec of an undeclared dataset; refuses a name that cannot be a dataset."""
+    try:
+        return DatasetSpec(name=name)
+    except PydanticValidationError:
+        raise ValidationError(
+            f"{name!r} is not a dataset name: lowercase letters, digits and _, starting with a letter",
+            field="dataset",
+            rule="name",
+        ) from None
 
 
 def _reason(outcome: Outcome) -> str:

@@ -17,6 +17,7 @@ only those, fail with rule ``type`` and go to quarantine.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ _TYPE_NAMES: dict[str, pa.DataType] = {
     "string": pa.string(), "str": pa.string(), "utf8": pa.string(), "large_string": pa.large_string(),
     "date": pa.date32(), "date32": pa.date32(), "binary": pa.binary(),
 }  # fmt: skip
-_TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:,\s*tz=([\w/+:-]+))?\]$")
+_TIMESTAMP = re.compile(r"^timestamp\[(s|ms|us|ns)(?:,\s*tz=([\w/+:-]+))?\]$", re.IGNORECASE)
 
 
 def arrow_type(name: str, *, field_name: str = "type") -> pa.DataType:
@@ -54,9 +55,9 @@ def arrow_type(name: str, *, field_name: str = "type") -> pa.DataType:
     key = name.strip().lower()
     if key in _TYPE_NAMES:
         return _TYPE_NAMES[key]
-    match = _TIMESTAMP.match(key)
+    match = _TIMESTAMP.match(name.strip())  # the time zone keeps its case: Europe/Paris
     if match:
-        return pa.timestamp(match.group(1), tz=match.group(2))
+        return pa.timestamp(match.group(1).lower(), tz=match.group(2))
     raise ValidationError(
         f"unknown type {name!r}; use bool, int32, int64, float32, double, string, date, timestamp[us], ...",
         field=field_name,
@@ -65,16 +66,29 @@ def arrow_type(name: str, *, field_name: str = "type") -> pa.DataType:
 
 
 def schema_to_json(schema: pa.Schema) -> list[dict[str, Any]]:
-    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+    """Readable columns for the catalog, each with its exact Arrow type serialised alongside:
+    the text form of a type (``dictionary<values=string, ...>``, ``decimal128(10, 2)``) cannot
+    always be parsed back, the IPC form always can."""
+    return [
+        {
+            "name": f.name,
+            "type": str(f.type),
+            "nullable": f.nullable,
+            "arrow": base64.b64encode(pa.schema([f]).serialize().to_pybytes()).decode(),
+        }
+        for f in schema
+    ]
+
+
+def _field(column: dict[str, Any]) -> pa.Field:
+    if "arrow" in column:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(column["arrow"]))).field(0)
+    kind = arrow_type(column["type"], field_name=f"schema.{column['name']}")
+    return pa.field(column["name"], kind, column.get("nullable", True))
 
 
 def schema_from_json(columns: list[dict[str, Any]]) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field(c["name"], arrow_type(c["type"], field_name=f"schema.{c['name']}"), c.get("nullable", True))
-            for c in columns
-        ]
-    )
+    return pa.schema([_field(c) for c in columns])
 
 
 def normalise(schema: pa.Schema) -> pa.Schema:
@@ -99,7 +113,9 @@ class Reconciled:
     raw_values: dict[str, pa.ChunkedArray] = field(default_factory=dict)
 
 
-def _text_cast(column: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+def _text_cast(
+    column: pa.ChunkedArray, target: pa.DataType
+) -> tuple[pa.ChunkedArray, np.ndarray[Any, np.dtype[np.bool_]]]:
     """Cast a string column, returning the cast values and a mask of the rows that failed."""
     text = column
     blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), False)
@@ -107,7 +123,9 @@ def _text_cast(column: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Chunked
         pattern = _INT if pa.types.is_integer(target) else _FLOAT
         ok = pc.fill_null(pc.match_substring_regex(text, pattern, ignore_case=True), True)
     elif pa.types.is_boolean(target):
-        ok = pc.fill_null(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(text)), pa.array(sorted(_BOOL))), True)
+        ok = pc.fill_null(
+            pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(text)), pa.array(sorted(_BOOL))), True
+        )
     else:
         values = text.to_pylist()
         flags = []
@@ -133,7 +151,12 @@ def _text_cast(column: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Chunked
 def reconcile(current: pa.Schema | None, table: pa.Table) -> Reconciled:
     if current is None:
         schema = normalise(table.schema)
-        return Reconciled(table.cast(schema), schema, True, [{"change": "created", "columns": schema_to_json(schema)}])
+        return Reconciled(
+            table.cast(schema),
+            schema,
+            True,
+            [{"change": "created", "columns": schema_to_json(schema)}],
+        )
     columns: list[pa.ChunkedArray] = []
     fields: list[pa.Field] = []
     result = Reconciled(table, current, False)
@@ -142,7 +165,9 @@ def reconcile(current: pa.Schema | None, table: pa.Table) -> Reconciled:
         if target.name not in present:
             if not target.nullable:
                 raise SchemaConflict(
-                    "required column is missing from the batch", field=target.name, rule="required-column"
+                    "required column is missing from the batch",
+                    field=target.name,
+                    rule="required-column",
                 )
             columns.append(pa.chunked_array([pa.nulls(table.num_rows, target.type)]))
             fields.append(target)

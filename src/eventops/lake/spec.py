@@ -37,5 +37,10 @@ class DatasetSpec(BaseModel):
         if self.columns is None:
             return None
         return pa.schema(
-            [pa.field(c.name, arrow_type(c.type, field_name=f"columns.{c.name}.type"), c.nullable) for c in self.columns]
+            [
+                pa.field(
+                    c.name, arrow_type(c.type, field_name=f"columns.{c.name}.type"), c.nullable
+                )
+                for c in self.columns
+            ]
         )

@@ -32,7 +32,9 @@ class LakeStorage:
         try:
             fs, root = fsspec.core.url_to_fs(url, **storage_options)
         except (ValueError, ImportError) as exc:
-            raise ConfigError(f"cannot open lake {url!r}: {exc}", field="lake.url", rule="fsspec") from None
+            raise ConfigError(
+                f"cannot open lake {url!r}: {exc}", field="lake.url", rule="fsspec"
+            ) from None
         self.url = url
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = root.rstrip("/")
@@ -45,13 +47,15 @@ class LakeStorage:
         return posixpath.join(self.root, *parts)
 
     def uri(self, path: str) -> str:
-        """A full URL for a path, as it appears in events and the catalog."""
-        return path if self.local else f"{self.protocol}://{path}"
+        """A full URL for a path, as it appears in events and the catalog (file:///..., s3://...)."""
+        return f"file://{path}" if self.local else f"{self.protocol}://{path}"
 
     def path_of(self, uri: str) -> str:
         """Reverse of `uri`: the filesystem path of a catalogued URI."""
-        prefix = f"{self.protocol}://"
-        return uri[len(prefix) :] if uri.startswith(prefix) else uri
+        for prefix in (f"{self.protocol}://", "file://"):
+            if uri.startswith(prefix):
+                return uri[len(prefix) :]
+        return uri
 
     # ------------------------------------------------------------------ writing
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -65,15 +69,28 @@ class LakeStorage:
             else:
                 self.fs.pipe_file(path, data)
         except OSError as exc:
-            raise BackendUnavailable(f"cannot write {self.uri(path)}: {exc}", field="lake.url") from exc
+            raise BackendUnavailable(
+                f"cannot write {self.uri(path)}: {exc}", field="lake.url"
+            ) from exc
 
     def write_parquet(self, path: str, table: pa.Table) -> int:
-        """Write `table` as one zstd Parquet file; returns its size in bytes."""
-        buffer = pa.BufferOutputStream()
-        pq.write_table(table, buffer, compression=PARQUET_COMPRESSION)
-        data = buffer.getvalue().to_pybytes()
-        self.write_bytes(path, data)
-        return len(data)
+        """Write `table` as one zstd Parquet file, streamed (no copy in memory); returns its size.
+
+        Local: into a temporary name, then renamed. Object stores: one streamed upload, which
+        becomes visible only when complete."""
+        target = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if self.local else path
+        try:
+            if self.local:
+                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            with self.fs.open(target, "wb") as handle:
+                pq.write_table(table, handle, compression=PARQUET_COMPRESSION)
+            if self.local:
+                self.fs.mv(target, path)
+            return int(self.fs.size(path))
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot write {self.uri(path)}: {exc}", field="lake.url"
+            ) from exc
 
     # ------------------------------------------------------------------ reading
     def read_parquet(self, path: str) -> pa.Table:

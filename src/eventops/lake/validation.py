@@ -86,7 +86,9 @@ class Outcome:
     def bad_count(self) -> int:
         return int(self.bad.sum())
 
-    def add(self, mask_ok: np.ndarray[Any, np.dtype[np.bool_]], describe: Callable[[int], Violation]) -> None:
+    def add(
+        self, mask_ok: np.ndarray[Any, np.dtype[np.bool_]], describe: Callable[[int], Violation]
+    ) -> None:
         failing = np.flatnonzero(~mask_ok)
         self.bad[failing] = True
         for index in failing.tolist():
@@ -97,14 +99,20 @@ def load_predicate(reference: str) -> Predicate:
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
         raise ValidationError(
-            f"{reference!r} must look like 'package.module:function'", field="checks.function", rule="reference"
+            f"{reference!r} must look like 'package.module:function'",
+            field="checks.function",
+            rule="reference",
         )
     try:
         target = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ValidationError(f"cannot load {reference!r}: {exc}", field="checks.function", rule="importable") from None
+        raise ValidationError(
+            f"cannot load {reference!r}: {exc}", field="checks.function", rule="importable"
+        ) from None
     if not callable(target):
-        raise ValidationError(f"{reference!r} is not callable", field="checks.function", rule="callable")
+        raise ValidationError(
+            f"{reference!r} is not callable", field="checks.function", rule="callable"
+        )
     return target  # type: ignore[no-any-return]
 
 
@@ -133,7 +141,10 @@ def evaluate(table: pa.Table, checks: list[Any]) -> Outcome:
 def _apply(table: pa.Table, check: Any, outcome: Outcome) -> None:
     if isinstance(check, NotNull):
         col = table.column(check.column)
-        outcome.add(_mask(pc.is_valid(col)), lambda i: Violation(i, check.column, "not_null", "value is missing"))
+        outcome.add(
+            _mask(pc.is_valid(col)),
+            lambda i: Violation(i, check.column, "not_null", "value is missing"),
+        )
     elif isinstance(check, Range):
         col = table.column(check.column)
         ok = pc.is_valid(col)  # nulls are not_null's business
@@ -146,27 +157,42 @@ def _apply(table: pa.Table, check: Any, outcome: Outcome) -> None:
 
         def describe_range(i: int) -> Violation:
             value = values[i].as_py()
-            bound = f"minimum {check.min}" if check.min is not None and value < check.min else f"maximum {check.max}"
+            bound = (
+                f"minimum {check.min}"
+                if check.min is not None and value < check.min
+                else f"maximum {check.max}"
+            )
             side = "below the" if "minimum" in bound else "above the"
             return Violation(i, check.column, "range", f"{value!r} is {side} {bound}")
 
         outcome.add(_mask(ok), describe_range)
     elif isinstance(check, AllowedValues):
         col = table.column(check.column)
-        allowed = pa.array(check.values, type=col.type) if len(check.values) else pa.array([], col.type)
+        allowed = (
+            pa.array(check.values, type=col.type) if len(check.values) else pa.array([], col.type)
+        )
         ok = pc.or_kleene(pc.is_null(col), pc.is_in(col, value_set=allowed))
         outcome.add(
             _mask(ok),
-            lambda i: Violation(i, check.column, "allowed_values", f"{col[i].as_py()!r} is not one of {check.values}"),
+            lambda i: Violation(
+                i,
+                check.column,
+                "allowed_values",
+                f"{col[i].as_py()!r} is not one of {check.values}",
+            ),
         )
     elif isinstance(check, Unique):
         keys = table.select(check.columns)
-        grouped = keys.append_column("__row", pa.array(np.arange(keys.num_rows))).group_by(check.columns)
+        grouped = keys.append_column("__row", pa.array(np.arange(keys.num_rows))).group_by(
+            check.columns
+        )
         firsts = grouped.aggregate([("__row", "min")]).column("__row_min").to_numpy()
         ok = np.zeros(table.num_rows, dtype=bool)
         ok[firsts] = True
         label = ",".join(check.columns)
-        outcome.add(ok, lambda i: Violation(i, label, "unique", "duplicate of an earlier row in the batch"))
+        outcome.add(
+            ok, lambda i: Violation(i, label, "unique", "duplicate of an earlier row in the batch")
+        )
     elif isinstance(check, CustomPredicate):
         result = load_predicate(check.function)(table)
         mask = _mask(result)
@@ -177,4 +203,6 @@ def _apply(table: pa.Table, check: Any, outcome: Outcome) -> None:
                 field="checks.function",
                 rule="one-bool-per-row",
             )
-        outcome.add(mask, lambda i: Violation(i, "*", check.name, f"predicate {check.function} is false"))
+        outcome.add(
+            mask, lambda i: Violation(i, "*", check.name, f"predicate {check.function} is false")
+        )
