@@ -91,7 +91,9 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
         thread.join(60)
     try:
         assert not errors
-        assert {store.current_revision() for store in stores} == {store.head_revision() for store in stores}
+        assert {store.current_revision() for store in stores} == {
+            store.head_revision() for store in stores
+        }
     finally:
         for store in stores:
             store.close()

@@ -59,7 +59,11 @@ class FileReport:
 def detect_format(name: str, head: bytes, explicit: str | None = None) -> Format:
     if explicit:
         if explicit not in ("csv", "ndjson", "parquet"):
-            raise ValidationError(f"unknown format {explicit!r}; use csv, ndjson or parquet", field="--format", rule="enum")
+            raise ValidationError(
+                f"unknown format {explicit!r}; use csv, ndjson or parquet",
+                field="--format",
+                rule="enum",
+            )
         return explicit  # type: ignore[return-value]
     suffix = Path(name).suffix.lower()
     if suffix in SUFFIXES:
@@ -82,7 +86,9 @@ def parse(data: bytes, fmt: Format) -> ParsedInput:
         try:
             return ParsedInput(pq.read_table(io.BytesIO(data)))
         except pa.ArrowInvalid as exc:
-            raise ValidationError(f"not a readable Parquet file: {exc}", field="file", rule="parquet") from None
+            raise ValidationError(
+                f"not a readable Parquet file: {exc}", field="file", rule="parquet"
+            ) from None
     if fmt == "csv":
         return _parse_csv(data)
     return _parse_ndjson(data)
@@ -93,14 +99,19 @@ def _parse_csv(data: bytes) -> ParsedInput:
 
     def keep_bad_row(row: Any) -> str:
         message = f"expected {row.expected_columns} fields, got {row.actual_columns}"
-        record: dict[str, Any] = {"text": row.text, "errors": [{"field": "*", "rule": "column-count", "message": message}]}
+        record: dict[str, Any] = {
+            "text": row.text,
+            "errors": [{"field": "*", "rule": "column-count", "message": message}],
+        }
         if row.number is not None:  # Arrow knows line numbers only when parsing serially
             record["line"] = row.number
         bad.append(record)
         return "skip"
 
     try:
-        table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(invalid_row_handler=keep_bad_row))
+        table = pacsv.read_csv(
+            io.BytesIO(data), parse_options=pacsv.ParseOptions(invalid_row_handler=keep_bad_row)
+        )
     except pa.ArrowInvalid as exc:
         raise ValidationError(f"not a readable CSV file: {exc}", field="file", rule="csv") from None
     return ParsedInput(table, bad)
@@ -144,7 +155,13 @@ def _from_records(numbered: Iterator[tuple[int, Any]] | Any) -> ParsedInput:
         if isinstance(record, dict):
             good.append(record)
         elif isinstance(record, _BadLine):
-            bad.append({"line": number, "text": record.text, "errors": [{"field": "*", "rule": "json", "message": record.message}]})
+            bad.append(
+                {
+                    "line": number,
+                    "text": record.text,
+                    "errors": [{"field": "*", "rule": "json", "message": record.message}],
+                }
+            )
         else:
             bad.append({"line": number, "text": json.dumps(record), "errors": [
                 {"field": "*", "rule": "object", "message": "a record must be a JSON object"}
@@ -152,7 +169,9 @@ def _from_records(numbered: Iterator[tuple[int, Any]] | Any) -> ParsedInput:
     try:
         table = pa.Table.from_pylist(good)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ValidationError(f"records do not form a table: {exc}", field="file", rule="consistent-types") from None
+        raise ValidationError(
+            f"records do not form a table: {exc}", field="file", rule="consistent-types"
+        ) from None
     return ParsedInput(table, bad)
 
 
@@ -178,11 +197,15 @@ def ingest_file(
     data = read_source(name)
     kind = detect_format(name, data[:64], fmt)
     parsed = parse(data, kind)
-    report = FileReport(source=name, format=kind, rows_read=parsed.table.num_rows + len(parsed.bad_records))
+    report = FileReport(
+        source=name, format=kind, rows_read=parsed.table.num_rows + len(parsed.bad_records)
+    )
     source = f"file:{Path(name).name}" if name != "-" else "stdin"
     if parsed.bad_records:
         reason = f"{len(parsed.bad_records)} unparseable record(s) in {name}"
-        report.results.append(lake.quarantine_raw(dataset, parsed.bad_records, reason, source=source))
+        report.results.append(
+            lake.quarantine_raw(dataset, parsed.bad_records, reason, source=source)
+        )
     for start in range(0, max(parsed.table.num_rows, 1), batch_rows):
         piece = parsed.table.slice(start, batch_rows)
         if piece.num_rows == 0:

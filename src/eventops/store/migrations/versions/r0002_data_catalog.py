@@ -67,7 +67,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "dataset_rejections",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("dataset", sa.String(128), nullable=False),
         sa.Column("batch_id", sa.String(64), nullable=False),
         sa.Column("rows", sa.BigInteger(), nullable=False),
