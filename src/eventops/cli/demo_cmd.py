@@ -1,9 +1,10 @@
-"""`eventops demo`: the event backbone end to end on embedded defaults, narrated.
+"""`eventops demo`: the loop so far, end to end on embedded defaults, narrated.
 
-It shows what the rest of the platform relies on: state and events committed together through
-the outbox, a relay to the bus, two consumer groups that each see every event, an idempotent
-handler whose effects survive a full replay unchanged, and a poison event that is retried with
-backoff and parked in the dead-letter topic with its error instead of being lost.
+Data enters through every ingestion path (files, HTTP, a stream on the bus) and becomes batches
+in the lake; their events drive consumer groups: a transform derives a feature dataset, an
+idempotent "trainer" counts what it would train on (its effects survive a full replay
+unchanged), and a "notifier" whose webhook is down retries with backoff and parks the events it
+cannot deliver in the dead-letter topic with the error. Nothing is lost, nothing applied twice.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from eventops.cli.demo_data import run_data_plane, show_catalog
 from eventops.cli.output import handle_errors
 from eventops.errors import EventOpsError
 from eventops.events.bus import dlq_topic, open_bus
-from eventops.events.catalog import validate_event
 from eventops.events.envelope import Event
 from eventops.events.subscription import RetryPolicy, Subscription
-from eventops.store import OutboxRelay, Store, add_events, idempotent
+from eventops.lake import Lake, LakeStorage
+from eventops.store import BatchRow, OutboxRelay, RejectionRow, Store, idempotent
 
 console = Console(highlight=False)
 
@@ -46,7 +48,7 @@ class Tally:
             return self.values.get(name, 0)
 
 
-def _wait(condition: object, what: str, timeout: float = 60.0) -> None:
+def _wait(condition: object, what: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         if time.monotonic() > deadline:
@@ -54,40 +56,32 @@ def _wait(condition: object, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def _batch_events(count: int) -> list[Event]:
-    datasets = ["churn", "fraud", "reviews", "clicks"]
-    out = []
-    for i in range(count):
-        name = "corrupt" if i == count // 2 else datasets[i % len(datasets)]
-        data = {
-            "dataset": name,
-            "batch_id": f"b{i:05d}",
-            "rows": 100 + i % 50,
-            "schema_version": 1,
-            "uri": f"file://.eventops/lake/datasets/{name}/v1/b{i:05d}.parquet",
-        }
-        event = Event(
-            type="dataset.batch.ingested", source="/eventops/demo", subject=name, data=data
-        )
-        out.append(validate_event(event))
-    return out
+def _count(store: Store, column: object) -> int:
+    with store.session() as session:
+        return int(session.scalar(select(func.count(column))) or 0)  # type: ignore[arg-type]
 
 
 @handle_errors
 def demo(
-    home: Path = typer.Option(Path(".eventops/demo"), help="Folder for the demo's store and bus."),
-    events: int = typer.Option(1000, min=10, help="How many events to publish."),
+    home: Path = typer.Option(
+        Path(".eventops/demo"), help="Folder for the demo's store, bus and lake."
+    ),
+    data: Path = typer.Option(Path("examples/churn/data"), help="The example data to ingest."),
+    events: int = typer.Option(1000, min=10, help="How many records to stream through the bus."),
 ) -> None:
-    """Run the event backbone end to end on embedded defaults and print what happens."""
+    """Run the loop so far on embedded defaults and print what happens."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    console.rule("[bold]EventOps demo: the event backbone")
+    console.rule("[bold]EventOps demo: data in, events out")
     store = Store(f"sqlite:///{home}/eventops.db")
     store.upgrade()
     bus_url = f"sqlite:///{home}/events.db"
     bus = open_bus(bus_url)
-    console.print(f"store  {store.safe_url} migrated to revision {store.current_revision()}")
-    console.print(f"bus    {bus_url} (embedded log, WAL)\n")
+    lake = Lake(store, LakeStorage(str(home / "lake")))
+    relay = OutboxRelay(store, bus)
+    console.print(
+        f"store {store.safe_url} (revision {store.current_revision()}), bus {bus_url}, lake {home / 'lake'}\n"
+    )
 
     tally = Tally()
 
@@ -101,105 +95,74 @@ def demo(
         tally.add("trainer.deliveries")
         once(event)
 
-    def monitor(event: Event) -> None:
-        if event.data["dataset"] == "corrupt":
-            tally.add("monitor.failures")
-            raise ValueError(f"batch {event.data['batch_id']}: statistics unreadable")
-        tally.add("monitor.handled")
+    def notifier(event: Event) -> None:
+        tally.add("notifier.attempts")
+        raise ConnectionError(
+            "webhook http://127.0.0.1:9/hooks/data-quality refused the connection"
+        )
 
-    retry = RetryPolicy(max_attempts=3, initial_backoff=0.05)
     subs = [
-        Subscription(
-            open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"], start="earliest"
-        ),
-        Subscription(
-            open_bus(bus_url),
-            "monitor",
-            monitor,
-            types=["dataset.*"],
-            retry=retry,
-            start="earliest",
-        ),
-    ]
+        Subscription(open_bus(bus_url), "trainer", trainer, types=["dataset.batch.ingested"], start="earliest"),
+        Subscription(open_bus(bus_url), "notifier", notifier, types=["dataset.batch.rejected"],
+                     retry=RetryPolicy(max_attempts=3, initial_backoff=0.05), start="earliest"),
+    ]  # fmt: skip
     for sub in subs:
         sub.start()
 
-    # 1. State change + events in one transaction each, then the relay publishes them.
-    batch = _batch_events(events)
-    started = time.perf_counter()
-    relay = OutboxRelay(store, bus)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("outbox: commit events", total=len(batch))
-        for i in range(0, len(batch), 100):
-            with store.session() as session:
-                add_events(session, batch[i : i + 100])
-            progress.advance(task, len(batch[i : i + 100]))
-        relayed = 0
-        relay_task = progress.add_task("relay:  publish to bus", total=len(batch))
-        while relayed < len(batch):
-            n = relay.relay_once()
-            relayed += n
-            progress.advance(relay_task, n)
-    elapsed = time.perf_counter() - started
-    console.print(
-        f"committed and relayed {len(batch)} events in {elapsed:.2f}s; outbox pending: {relay.pending_count()}"
-    )
-
-    # 2. Both groups see every event; the poison one ends in the DLQ after 3 attempts.
-    _wait(lambda: tally["trainer.deliveries"] >= events, "the trainer group")
+    runner = run_data_plane(console, lake, bus, relay, data, events)
+    _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the outbox to drain")
+    churn_batches = len(lake.batches("churn"))
     _wait(
-        lambda: tally["monitor.handled"] == events - 1 and subs[1].stats.dead_lettered == 1,
-        "the monitor group",
+        lambda: len(lake.batches("churn_features")) == churn_batches,
+        "the transform of every churn batch",
     )
-    console.print(
-        f"group [cyan]trainer[/cyan]: {tally['trainer.deliveries']} delivered, "
-        f"{tally['trainer.effects']} effects, {tally['trainer.rows']:,} rows counted"
-    )
-    console.print(
-        f"group [cyan]monitor[/cyan]: {tally['monitor.handled']} handled, {tally['monitor.failures']} failed "
-        f"attempts on one poison event, {subs[1].stats.dead_lettered} dead-lettered"
-    )
+    runner.stop()
+    relay.relay_once()
+    ingested = _count(store, BatchRow.id)
+    rejected = _count(store, RejectionRow.id)
 
-    # 3. Replay the trainer from the beginning: every event is delivered again, no effect repeats.
+    console.print("\n[bold]4. events drive consumers[/bold]")
+    _wait(lambda: tally["trainer.deliveries"] >= ingested, "the trainer group")
+    _wait(lambda: subs[1].stats.dead_lettered >= rejected, "the notifier group")
+    console.print(f"  transform churn_features: {churn_batches} batches derived, lineage recorded")
+    console.print(
+        f"  group [cyan]trainer[/cyan]: {tally['trainer.deliveries']} batch events, {tally['trainer.rows']:,} rows to train on"
+    )
+    console.print(f"  group [cyan]notifier[/cyan]: {tally['notifier.attempts']} attempts on {rejected} rejection(s), "
+                  f"{subs[1].stats.dead_lettered} dead-lettered (webhook down)")  # fmt: skip
+
+    console.print("\n[bold]5. replay[/bold]")
     subs[0].stop()
-    moved = bus.seek("trainer", ["eventops.dataset"], to="earliest")
-    console.print(f"\nreplay: group trainer rewound to the start of {len(moved)} partitions")
-    rows_before = tally["trainer.rows"]
+    rows_before, effects_before = tally["trainer.rows"], tally["trainer.effects"]
+    bus.seek("trainer", ["eventops.dataset"], to="earliest")
     replayed = Subscription(
-        open_bus(bus_url), "trainer", trainer, types=["dataset.batch.*"]
+        open_bus(bus_url), "trainer", trainer, types=["dataset.batch.ingested"]
     ).start()
-    _wait(lambda: tally["trainer.deliveries"] >= 2 * events, "the replay")
+    _wait(lambda: tally["trainer.deliveries"] >= 2 * ingested, "the replay")
     replayed.stop()
     subs[1].stop()
-    console.print(
-        f"replay: {tally['trainer.deliveries'] - events} events delivered again, "
-        f"{tally['trainer.effects'] - events} effects repeated (processed-event table), "
-        f"rows still {tally['trainer.rows']:,} (was {rows_before:,})"
-    )
+    console.print(f"  trainer rewound: {tally['trainer.deliveries'] - ingested} events delivered again, "
+                  f"{tally['trainer.effects'] - effects_before} effects repeated, rows still {tally['trainer.rows']:,}")  # fmt: skip
 
-    # 4. The dead-letter topic keeps the event and its error.
+    console.print()
+    show_catalog(console, lake)
     reader = bus.consumer(None, [dlq_topic(bus.prefix)], start="earliest")
     dead = reader.poll(2.0)
     reader.close()
     table = Table(title="dead-letter topic")
-    for column in ("event id", "subject", "group", "attempts", "error"):
-        table.add_column(column)
+    for column in ("event", "subject", "group", "attempts", "error"):
+        table.add_column(column, overflow="fold")
     for record in dead:
         if record.event is not None:
             ext = record.event.extensions
-            table.add_row(
-                record.event.id[:12], record.event.subject or "", str(ext["dlqgroup"]),
-                str(ext["dlqattempts"]), str(ext["dlqerror"]),
-            )  # fmt: skip
+            table.add_row(record.event.type, record.event.subject or "", str(ext["dlqgroup"]),
+                          str(ext["dlqattempts"]), str(ext["dlqerror"]))  # fmt: skip
     console.print(table)
 
     ok = (
-        tally["trainer.effects"] == events
-        and tally["monitor.handled"] == events - 1
-        and len(dead) == 1
+        tally["trainer.effects"] == ingested
+        and tally["trainer.rows"] == rows_before
+        and len(dead) == rejected
         and relay.pending_count() == 0
     )
     store.close()
@@ -208,6 +171,6 @@ def demo(
         "[green]demo finished: nothing lost, nothing applied twice" if ok else "[red]demo failed"
     )
     console.print(f"Look around: eventops events tail --bus {bus_url} --from-beginning --max 5")
-    console.print(f"             eventops events dlq list --bus {bus_url}")
+    console.print(f"             EVENTOPS_HOME={home} eventops datasets show churn")
     if not ok:
         raise typer.Exit(1)

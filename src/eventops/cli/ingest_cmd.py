@@ -99,3 +99,10 @@ def _summary(console: Console, dataset: str, reports: list[FileReport], relayed:
     reasons = {res.reason for rep in reports for res in rep.results if res.reason}
     for reason in sorted(reasons):
         console.print(f"[yellow]rejected:[/yellow] {reason}")
+
+
+# The long-running paths live in their own module; they share this group.
+from eventops.cli import ingest_serve_cmd  # noqa: E402
+
+app.command("serve")(ingest_serve_cmd.serve)
+app.command("stream")(ingest_serve_cmd.stream)
