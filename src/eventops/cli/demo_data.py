@@ -139,7 +139,7 @@ def run_data_plane(
                 "churned": int(i % 7 == 0),
                 "support_calls": i % 4,
             },
-        )  # fmt: skip
+        )
         for i in range(2001, 2001 + stream_events)
     )
     firehose = StreamIngestor(bus, lake, "churn", group="demo-firehose", types=["crm.customer.*"],

@@ -12,8 +12,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from eventops.store.migrations import VERSION_TABLE
 from eventops.store import catalog as _catalog_tables  # noqa: F401  (registers the catalog tables)
+from eventops.store.migrations import VERSION_TABLE
 from eventops.store.tables import Base
 
 
