@@ -202,7 +202,15 @@ def test_events_types_lists_the_catalog(bus_url: str) -> None:
 
 
 def test_the_demo_runs_to_completion(bus_url: str, tmp_path: Path) -> None:
-    result = invoke("demo", "--home", str(tmp_path / "demo"), "--events", "60")
+    data = Path(__file__).resolve().parents[2] / "examples" / "churn" / "data"
+    result = invoke("demo", "--home", str(tmp_path / "demo"), "--data", str(data), "--events", "60")
     assert result.exit_code == 0, result.output
     assert "nothing lost, nothing applied twice" in result.output
     assert "0 effects repeated" in result.output
+    assert "accepted 197, rejected 3" in result.output
+
+
+def test_the_demo_names_missing_example_data(bus_url: str, tmp_path: Path) -> None:
+    result = invoke("demo", "--home", str(tmp_path / "demo"), "--data", str(tmp_path / "none"))
+    assert result.exit_code == 2
+    assert "--data" in result.output
