@@ -52,9 +52,11 @@ format: dev
 test: dev services lint
 	$(BIN)/python -m pytest
 
-## bench: run the benchmarks and rewrite the table in benchmarks/README.md
+## bench: run the benchmarks and rewrite their tables in benchmarks/README.md
 bench: dev
 	$(BIN)/python benchmarks/bench_bus.py --write-readme
+	$(BIN)/python benchmarks/bench_ingest.py --write-readme
+	$(BIN)/python benchmarks/bench_ingest_http.py --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache
