@@ -224,9 +224,9 @@ def raw_kafka_latency(bootstrap: str, n: int, rate: float) -> tuple[float, float
 
     def read() -> None:  # the only thread that touches the consumer until it is joined
         while len(latencies) < n and not stop.is_set():
-            for msg in consumer.consume(500, 0.1):
-                if msg.error() is None:
-                    latencies.append((time.time() - json.loads(msg.value())["sent"]) * 1000)
+            msg = consumer.poll(0.1)  # returns as soon as one message is there
+            if msg is not None and msg.error() is None:
+                latencies.append((time.time() - json.loads(msg.value())["sent"]) * 1000)
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()

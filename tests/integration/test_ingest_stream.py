@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,35 @@ def test_bad_arguments_are_refused(bus: Bus, lake: Lake) -> None:
         StreamIngestor(bus, lake, "orders", group="g", types=[])
     with pytest.raises(ValidationError, match="positive"):
         StreamIngestor(bus, lake, "orders", max_rows=0, **kwargs)
+
+
+@pytest.mark.kafka
+def test_the_crash_case_holds_on_kafka_too(tmp_path: Path, kafka_broker: Any) -> None:
+    """The same kill between the lake commit and the bus commit, with Kafka as the bus."""
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    bus_url = f"{kafka_broker.url}?partitions=2&session_timeout_ms=6000&fetch_wait_max_ms=10&prefix={prefix}"
+    store_url, lake_url = f"sqlite:///{tmp_path}/s.db", str(tmp_path / "lake")
+    store = Store(store_url)
+    store.upgrade()
+    lake = Lake(store, LakeStorage(lake_url))
+    bus = open_bus(bus_url)
+    try:
+        bus.publish(orders(0, 250))
+        crashed = subprocess.run(
+            [sys.executable, "-c", KILLED_AFTER_THE_LAKE_COMMIT, bus_url, store_url, lake_url],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+        assert batch_sizes(lake, "orders") == [100]
+        survivor = StreamIngestor(
+            bus, lake, "orders", group="firehose", types=["shop.order.*"], max_rows=100, max_seconds=0.2
+        ).start()
+        try:
+            wait_for(lambda: sum(batch_sizes(lake, "orders")) >= 250, timeout=60)
+        finally:
+            survivor.stop()
+        assert survivor.error is None
+        assert seqs(lake, "orders") == list(range(250)), "a row is missing or written twice"
+    finally:
+        bus.close()
+        store.close()
