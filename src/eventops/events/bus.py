@@ -21,7 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from eventops.config import BUS_SCHEMES, Settings, check_url
-from eventops.errors import ConfigError
+from eventops.errors import ConfigError, ValidationError
 from eventops.events.envelope import Event
 
 DEFAULT_PREFIX = "eventops"
@@ -110,6 +110,12 @@ class Bus(Protocol):
     def topics(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+def check_seek_target(offset: int | None, time: datetime | None, to: StartAt | None) -> None:
+    """A seek names exactly one position; every backend refuses the same way."""
+    if sum(x is not None for x in (offset, time, to)) != 1:
+        raise ValidationError("give exactly one of offset, time or to", field="seek", rule="one-of")
 
 
 # ---------------------------------------------------------------------- topic naming

@@ -60,7 +60,7 @@ from pydantic import SecretStr
 
 from eventops.errors import BackendUnavailable, ConfigError, PublishError, ValidationError
 from eventops.events import bus
-from eventops.events.bus import Record, StartAt
+from eventops.events.bus import Record, StartAt, check_seek_target
 from eventops.events.envelope import Event
 
 log = logging.getLogger(__name__)
@@ -370,8 +370,7 @@ class KafkaBus:
         time: datetime | None = None,
         to: StartAt | None = None,
     ) -> dict[TP, int]:
-        if sum(x is not None for x in (offset, time, to)) != 1:
-            raise ValidationError("give exactly one of offset, time or to", field="seek")
+        check_seek_target(offset, time, to)
         self.ensure_topics(topics or [])
         result: dict[TP, int] = {}
         with self._probe(group) as c:

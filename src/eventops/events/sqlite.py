@@ -33,7 +33,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from eventops.errors import ConfigError, PublishError, ValidationError
-from eventops.events.bus import DEFAULT_PREFIX, Record, StartAt, is_event_topic, topic_for
+from eventops.events.bus import (
+    DEFAULT_PREFIX,
+    Record,
+    StartAt,
+    check_seek_target,
+    is_event_topic,
+    topic_for,
+)
 from eventops.events.envelope import Event
 from eventops.quantities import parse_duration, parse_size
 
@@ -238,8 +245,7 @@ class SQLiteBus:
         time: datetime | None = None,
         to: StartAt | None = None,
     ) -> dict[TopicPartition, int]:
-        if sum(x is not None for x in (offset, time, to)) != 1:
-            raise ValidationError("give exactly one of offset, time or to", field="seek")
+        check_seek_target(offset, time, to)
         conn = self.connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
