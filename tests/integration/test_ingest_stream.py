@@ -236,7 +236,13 @@ def test_the_crash_case_holds_on_kafka_too(tmp_path: Path, kafka_broker: Any) ->
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         assert batch_sizes(lake, "orders") == [100]
         survivor = StreamIngestor(
-            bus, lake, "orders", group="firehose", types=["shop.order.*"], max_rows=100, max_seconds=0.2
+            bus,
+            lake,
+            "orders",
+            group="firehose",
+            types=["shop.order.*"],
+            max_rows=100,
+            max_seconds=0.2,
         ).start()
         try:
             wait_for(lambda: sum(batch_sizes(lake, "orders")) >= 250, timeout=60)
