@@ -95,3 +95,21 @@ def test_effective_settings_redact_passwords(tmp_path: Path) -> None:
 
 def test_redact_url_leaves_urls_without_password_alone() -> None:
     assert redact_url("kafka://a:9092,b:9092") == "kafka://a:9092,b:9092"
+
+
+def test_the_configured_partition_count_reaches_either_backend(tmp_path: Path) -> None:
+    from eventops.config import BusSettings, Settings
+    from eventops.events.bus import open_configured_bus
+
+    kafka = open_configured_bus(Settings(bus=BusSettings(url="kafka://127.0.0.1:1", partitions=7)))
+    assert kafka.partitions == 7  # type: ignore[attr-defined]
+    own = open_configured_bus(
+        Settings(bus=BusSettings(url="kafka://127.0.0.1:1?partitions=2", partitions=7))
+    )
+    assert own.partitions == 2  # type: ignore[attr-defined]
+    embedded = open_configured_bus(
+        Settings(bus=BusSettings(url=f"sqlite:///{tmp_path}/e.db", partitions=5))
+    )
+    assert embedded.partitions == 5  # type: ignore[attr-defined]
+    for bus in (kafka, own, embedded):
+        bus.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eventops.cli.output import handle_errors
@@ -131,8 +132,13 @@ def publish(
         )
     bus = _bus(bus_url)
     started = time.perf_counter()
-    for i in range(0, len(events), batch_size):
-        bus.publish(events[i : i + batch_size])
+    with Progress(
+        TextColumn("publish"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("publish", total=len(events))
+        for i in range(0, len(events), batch_size):
+            progress.advance(task, bus.publish(events[i : i + batch_size]))
     bus.close()
     elapsed = time.perf_counter() - started
     typer.echo(f"published {len(events)} events in {elapsed:.2f}s")

@@ -191,4 +191,9 @@ def open_configured_bus(settings: Settings, url: str | None = None) -> Bus:
             retention_bytes=settings.bus.retention_bytes,
             session_timeout=settings.bus.session_timeout,
         )
-    return open_bus(target)
+    # Kafka: the settings' partition count applies to topics the bus creates unless the URL
+    # names its own; the SQLite-only options (retention, session) do not apply.
+    query = urlsplit(target).query
+    if "partitions=" in query:
+        return open_bus(target)
+    return open_bus(target, partitions=settings.bus.partitions)
