@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 from eventops.config import Settings
 from eventops.errors import NotFound, ValidationError
 from eventops.events.envelope import Event
+from eventops.lake import announce
+from eventops.lake.quarantine import quarantine_lines, summarise
 from eventops.lake.schemas import SchemaConflict, reconcile, schema_from_json, schema_to_json
 from eventops.lake.spec import DatasetSpec
 from eventops.lake.stats import table_stats
@@ -42,9 +44,6 @@ from eventops.store import (
     StreamCheckpointRow,
     add_events,
 )
-
-SOURCE = "/eventops/lake"
-EVENT_STAT_KEYS = ("count", "nulls", "min", "max", "mean", "distinct")
 
 
 @dataclass
@@ -208,7 +207,7 @@ class Lake:
                                          changes=changes, declared=True))  # fmt: skip
             row.current_version = version
             add_events(
-                session, [self._schema_event(spec.name, version - 1 or None, version, changes)]
+                session, [announce.schema_changed(spec.name, version - 1 or None, version, changes)]
             )
             return version
 
@@ -288,7 +287,7 @@ class Lake:
                                              changes=reconciled.changes, declared=False))  # fmt: skip
                 row.current_version = version
                 events.append(
-                    self._schema_event(
+                    announce.schema_changed(
                         name, version - 1 or None, version, reconciled.changes, cause
                     )
                 )
@@ -297,16 +296,16 @@ class Lake:
                                  size_bytes=size, stats=stats, source=source, lineage=list(lineage) if lineage else None))  # fmt: skip
             if outcome.bad_count:
                 assert quarantine_uri is not None
-                reason = _reason(outcome)
+                reason = summarise(outcome)
                 session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=outcome.bad_count, reason=reason,
                                          uri=quarantine_uri, source=source))  # fmt: skip
                 events.append(
-                    self._rejected_event(
+                    announce.batch_rejected(
                         name, batch_id, outcome.bad_count, reason, quarantine_uri, cause
                     )
                 )
             self._save_checkpoint(session, checkpoint)
-            ingested = self._ingested_event(
+            ingested = announce.batch_ingested(
                 name, batch_id, good.num_rows, version, uri, stats, source, lineage, cause
             )
             events.append(ingested)
@@ -397,7 +396,7 @@ class Lake:
                     source=source,
                 )
             )
-            event = self._rejected_event(name, batch_id, len(records), reason, uri, None)
+            event = announce.batch_rejected(name, batch_id, len(records), reason, uri, None)
             add_events(session, [event])
         return IngestResult(
             name, batch_id, 0, len(records), None, None, uri, reason=reason, events=[event]
@@ -407,21 +406,10 @@ class Lake:
         self, name: str, batch_id: str, day: str, table: pa.Table, outcome: Outcome, source: str,
         raw: Mapping[str, pa.ChunkedArray],
     ) -> str:  # fmt: skip
-        """Bad rows as JSON lines: the row (with the raw text where a value did not parse), and
-        every field and rule it broke."""
-        lines = []
-        for index in sorted(outcome.violations):
-            record = {c: _jsonable(table.column(c)[index].as_py()) for c in table.column_names}
-            for column, values in raw.items():
-                record[column] = values[index].as_py()
-            errors = [
-                {"field": v.field, "rule": v.rule, "message": v.message}
-                for v in outcome.violations[index]
-            ]
-            lines.append(json.dumps({"dataset": name, "batch_id": batch_id, "source": source, "row_number": index,
-                                     "row": record, "errors": errors}, default=str))  # fmt: skip
         path = self.storage.path("quarantine", name, f"date={day}", f"{batch_id}.jsonl")
-        self.storage.write_bytes(path, ("\n".join(lines) + "\n").encode())
+        self.storage.write_bytes(
+            path, quarantine_lines(name, batch_id, table, outcome, source, raw)
+        )
         return self.storage.uri(path)
 
     def _reject_whole(
@@ -435,53 +423,11 @@ class Lake:
             session.add(RejectionRow(dataset=name, batch_id=batch_id, rows=table.num_rows, reason=reason, uri=uri,
                                      source=source))  # fmt: skip
             self._save_checkpoint(session, checkpoint)
-            event = self._rejected_event(name, batch_id, table.num_rows, reason, uri, cause)
+            event = announce.batch_rejected(name, batch_id, table.num_rows, reason, uri, cause)
             add_events(session, [event])
         return IngestResult(
             name, batch_id, 0, table.num_rows, None, None, uri, reason=reason, events=[event]
         )
-
-    # ------------------------------------------------------------------ events
-    @staticmethod
-    def _event(type_: str, name: str, data: dict[str, Any], cause: Event | None) -> Event:
-        if cause is not None:
-            return cause.caused(type_, data=data, subject=name, source=SOURCE)
-        return Event(type=type_, source=SOURCE, subject=name, data=data)
-
-    def _schema_event(
-        self,
-        name: str,
-        before: int | None,
-        after: int,
-        changes: list[dict[str, Any]],
-        cause: Event | None = None,
-    ) -> Event:
-        data = {"dataset": name, "from_version": before, "to_version": after, "changes": changes}
-        return self._event("dataset.schema.changed", name, data, cause)
-
-    def _rejected_event(
-        self, name: str, batch_id: str, rows: int, reason: str, uri: str, cause: Event | None
-    ) -> Event:
-        data = {
-            "dataset": name,
-            "batch_id": batch_id,
-            "rows_rejected": rows,
-            "reason": reason,
-            "quarantine_uri": uri,
-        }
-        return self._event("dataset.batch.rejected", name, data, cause)
-
-    def _ingested_event(
-        self, name: str, batch_id: str, rows: int, version: int, uri: str, stats: dict[str, Any], source: str,
-        lineage: Sequence[str] | None, cause: Event | None,
-    ) -> Event:  # fmt: skip
-        summary = {
-            column: {k: v for k, v in values.items() if k in EVENT_STAT_KEYS}
-            for column, values in stats["columns"].items()
-        }
-        data = {"dataset": name, "batch_id": batch_id, "rows": rows, "schema_version": version, "uri": uri,
-                "source": source, "stats": summary, "lineage": list(lineage or [])}  # fmt: skip
-        return self._event("dataset.batch.ingested", name, data, cause)
 
     # ------------------------------------------------------------------ housekeeping
     def orphans(self, min_age: timedelta = timedelta(hours=1)) -> list[str]:
@@ -527,21 +473,6 @@ def new_spec(name: str) -> DatasetSpec:
             field="dataset",
             rule="name",
         ) from None
-
-
-def _reason(outcome: Outcome) -> str:
-    rules: dict[tuple[str, str], int] = {}
-    for violations in outcome.violations.values():
-        for v in violations:
-            rules[(v.field, v.rule)] = rules.get((v.field, v.rule), 0) + 1
-    parts = [f"{f}: {r} x{n}" for (f, r), n in sorted(rules.items(), key=lambda kv: -kv[1])]
-    return f"{outcome.bad_count} bad row(s) ({'; '.join(parts[:10])})"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN
-        return None
-    return value
 
 
 __all__ = ["IngestResult", "Lake", "SchemaConflict", "ValidationError"]
