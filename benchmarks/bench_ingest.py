@@ -153,8 +153,7 @@ Part = tuple[str, list[tuple[str, str]]]  # label, [(file suffix, function)] sum
 PARTS: list[Part] = [
     ("commit_batch, total", [("lake/catalog.py", "commit_batch")]),
     ("catalog reads (spec, duplicate check, version)", [
-        ("lake/catalog.py", "_spec_and_schema"), ("lake/catalog.py", "_existing"),
-        ("lake/catalog.py", "_next_version")]),
+        ("lake/catalog.py", "_prepare")]),
     ("reconcile (schema inference, casts)", [("lake/schemas.py", "reconcile")]),
     ("evaluate (checks; none declared)", [("lake/validation.py", "evaluate")]),
     ("table_stats (per-batch statistics)", [("lake/stats.py", "table_stats")]),

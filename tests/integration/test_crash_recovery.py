@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,16 @@ def read_lines(proc: subprocess.Popen[str], count: int, timeout: float = 30.0) -
     return lines
 
 
-def test_a_tail_killed_with_sigkill_continues_with_no_gap(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/events.db"
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_a_tail_killed_with_sigkill_continues_with_no_gap(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url, idle = f"sqlite:///{tmp_path}/events.db", "6"
+    else:  # the dead member's partitions come back after session.timeout.ms, then a rejoin
+        broker = request.getfixturevalue("kafka_broker")
+        url = f"{broker.url}?session_timeout_ms=6000&fetch_wait_max_ms=10&prefix=t{uuid.uuid4().hex[:8]}"
+        idle = "20"
     bus = open_bus(url)
     bus.publish([Event(type="shop.order.placed", subject="one-key", data=i) for i in range(2000)])
     cmd = [*EVENTOPS, "events", "tail", "--bus", url, "--group", "g", "--from-beginning", "--json"]
@@ -58,7 +67,11 @@ def test_a_tail_killed_with_sigkill_continues_with_no_gap(tmp_path: Path) -> Non
     assert first.stdout is not None
     printed = early + first.stdout.read().splitlines()
     second = subprocess.run(
-        [*cmd, "--timeout", "6"], capture_output=True, text=True, env=cli_env(tmp_path), timeout=120
+        [*cmd, "--timeout", idle],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=120,
     )
     assert second.returncode == 0, second.stderr
     before = [json.loads(line)["data"] for line in printed]

@@ -225,8 +225,8 @@ class Lake:
     ) -> IngestResult:
         """Validate and commit one batch; see the module docstring for the steps."""
         batch_id = batch_id or uuid.uuid4().hex
-        spec, current = self._spec_and_schema(name)
-        if self._existing(batch_id) is not None:
+        spec, current, current_version, seen = self._prepare(name, batch_id)
+        if seen:
             return IngestResult(name, batch_id, 0, 0, None, None, duplicate=True)
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         try:
@@ -261,9 +261,9 @@ class Lake:
             quarantine_uri = self._quarantine_rows(
                 name, batch_id, day, reconciled.table, outcome, source, raw=reconciled.raw_values
             )
-        version = (spec_version := self._next_version(name, reconciled.new_version))
+        version = current_version + 1 if reconciled.new_version else current_version
         path = self.storage.path(
-            "datasets", name, f"v{spec_version}", f"date={day}", f"{batch_id}.parquet"
+            "datasets", name, f"v{version}", f"date={day}", f"{batch_id}.parquet"
         )
         with ThreadPoolExecutor(
             1
@@ -321,27 +321,22 @@ class Lake:
             events=events,
         )
 
-    def _spec_and_schema(self, name: str) -> tuple[DatasetSpec, pa.Schema | None]:
+    def _prepare(self, name: str, batch_id: str) -> tuple[DatasetSpec, pa.Schema | None, int, bool]:
+        """One read for everything a commit needs first: the spec, the current schema and its
+        version (the dataset is created if new), and whether this batch id was committed already."""
         with self.store.session() as session:
+            seen = session.get(BatchRow, batch_id) is not None
             row = session.get(DatasetRow, name)
             if row is None:
                 spec = new_spec(name)
                 session.add(
                     DatasetRow(name=name, spec=spec.model_dump(mode="json"), current_version=0)
                 )
-                return spec, None
+                return spec, None, 0, seen
             spec = DatasetSpec.model_validate(row.spec)
             version = session.get(SchemaVersionRow, (name, row.current_version))
-            return spec, schema_from_json(version.columns) if version else None
-
-    def _next_version(self, name: str, new: bool) -> int:
-        with self.store.session() as session:
-            current = self._dataset(session, name).current_version
-        return current + 1 if new else current
-
-    def _existing(self, batch_id: str) -> BatchRow | None:
-        with self.store.session() as session:
-            return session.get(BatchRow, batch_id)
+            schema = schema_from_json(version.columns) if version else None
+            return spec, schema, row.current_version, seen
 
     @staticmethod
     def _save_checkpoint(
