@@ -11,6 +11,12 @@ from eventops.store.catalog import (
 from eventops.store.database import Store, parse_store_url
 from eventops.store.idempotency import already_processed, claim, forget_processed, idempotent
 from eventops.store.outbox import OutboxRelay, add_event, add_events
+from eventops.store.pipelines import (
+    PipelineRunRow,
+    PipelineStepRow,
+    StepCacheRow,
+    TriggerStateRow,
+)
 from eventops.store.tables import Base, OutboxEntry, ProcessedEvent, UTCDateTime, utcnow
 
 __all__ = [
@@ -19,11 +25,15 @@ __all__ = [
     "DatasetRow",
     "OutboxEntry",
     "OutboxRelay",
+    "PipelineRunRow",
+    "PipelineStepRow",
     "ProcessedEvent",
     "RejectionRow",
     "SchemaVersionRow",
+    "StepCacheRow",
     "Store",
     "StreamCheckpointRow",
+    "TriggerStateRow",
     "UTCDateTime",
     "add_event",
     "add_events",

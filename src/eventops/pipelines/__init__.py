@@ -1,0 +1,1 @@
+"""Pipelines: @step / @pipeline, the runner, executors, caching and event triggers."""
