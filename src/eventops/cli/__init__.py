@@ -12,7 +12,16 @@ import sys
 import typer
 
 from eventops import __version__
-from eventops.cli import config_cmd, datasets_cmd, db_cmd, demo_cmd, events_cmd, ingest_cmd, sql_cmd
+from eventops.cli import (
+    config_cmd,
+    datasets_cmd,
+    db_cmd,
+    demo_cmd,
+    events_cmd,
+    ingest_cmd,
+    pipelines_cmd,
+    sql_cmd,
+)
 
 app = typer.Typer(
     name="eventops",
@@ -45,4 +54,6 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.command(name="sql")(sql_cmd.sql)
+app.command(name="run")(pipelines_cmd.run)
+app.add_typer(pipelines_cmd.app, name="runs")
 app.command(name="demo")(demo_cmd.demo)

@@ -53,7 +53,8 @@ class RunEvent(EventData):
 class RunRequested(EventData):
     pipeline: str
     params: dict[str, Any] = {}
-    trigger: str = "manual"
+    # "manual", or what a trigger rule saw: {"rule": ..., "kind": ..., "events": [...]}
+    trigger: dict[str, Any] | str = "manual"
 
 
 class RunFailed(RunEvent):
