@@ -73,12 +73,40 @@ class LakeSettings(_Section):
     url: str | None = Field(None, description="root of the data lake: a folder, s3://bucket/prefix")
 
 
+class PipelineSettings(_Section):
+    executor: str = Field(
+        "local", description="local (process per step), inline, ray (local Ray), ray://host:port"
+    )
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        if value in ("local", "inline", "ray", "ray+auto") or value.startswith("ray://"):
+            return value
+        raise ConfigError(
+            f"unknown executor {value!r}; use local, inline, ray, ray+auto or ray://host:port",
+            field="pipelines.executor",
+            rule="executor",
+        )
+
+
+class TrackingSettings(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI (default: SQLite under home)")
+
+
 class Settings(_Section):
     home: Path = Field(Path(".eventops"), description="folder for the embedded defaults")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    project: str | None = Field(None, description="the project module: a .py file or a package")
     bus: BusSettings = BusSettings()
     store: StoreSettings = StoreSettings()
     lake: LakeSettings = LakeSettings()
+    pipelines: PipelineSettings = PipelineSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.home}/mlflow.db"
 
     @property
     def bus_url(self) -> str:
@@ -98,6 +126,7 @@ class Settings(_Section):
         data["bus"]["url"] = redact_url(self.bus_url)
         data["store"]["url"] = redact_url(self.store_url)
         data["lake"]["url"] = redact_url(self.lake_url)
+        data["tracking"]["uri"] = redact_url(self.tracking_uri)
         secret = bool(
             os.environ.get("EVENTOPS_KAFKA_SASL_PASSWORD")
             or os.environ.get("EVENTOPS_KAFKA_SASL_PASSWORD_FILE")

@@ -113,3 +113,15 @@ def test_the_configured_partition_count_reaches_either_backend(tmp_path: Path) -
     assert embedded.partitions == 5  # type: ignore[attr-defined]
     for bus in (kafka, own, embedded):
         bus.close()
+
+
+def test_pipeline_and_tracking_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path / "none.toml",
+        environ={"EVENTOPS_PIPELINES_EXECUTOR": "ray://head:10001", "EVENTOPS_HOME": "/srv/eo"},
+    )
+    assert settings.pipelines.executor == "ray://head:10001"
+    assert settings.tracking_uri == "sqlite:////srv/eo/mlflow.db"
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "none.toml", environ={"EVENTOPS_PIPELINES_EXECUTOR": "dask"})
+    assert info.value.field == "pipelines.executor"
