@@ -20,6 +20,7 @@ from eventops.cli import (
     events_cmd,
     ingest_cmd,
     pipelines_cmd,
+    project_cmd,
     sql_cmd,
 )
 
@@ -56,4 +57,6 @@ app.add_typer(datasets_cmd.app, name="datasets")
 app.command(name="sql")(sql_cmd.sql)
 app.command(name="run")(pipelines_cmd.run)
 app.add_typer(pipelines_cmd.app, name="runs")
+app.command(name="apply")(project_cmd.apply_cmd)
+app.command(name="worker")(project_cmd.worker_cmd)
 app.command(name="demo")(demo_cmd.demo)

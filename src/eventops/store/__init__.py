@@ -17,6 +17,7 @@ from eventops.store.pipelines import (
     StepCacheRow,
     TriggerStateRow,
 )
+from eventops.store.projects import ProjectRow
 from eventops.store.tables import Base, OutboxEntry, ProcessedEvent, UTCDateTime, utcnow
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PipelineRunRow",
     "PipelineStepRow",
     "ProcessedEvent",
+    "ProjectRow",
     "RejectionRow",
     "SchemaVersionRow",
     "StepCacheRow",

@@ -1,0 +1,816 @@
+"""A user's project: one Python module that declares what EventOps should run.
+
+At module level a project declares
+
+- ``datasets``: `DatasetSpec` instances or paths (TOML / JSON, relative to the project file) of
+  dataset specs;
+- pipelines: every `Pipeline` object (made by ``@pipeline``) *defined in that module* and bound to
+  a module-level name. They are collected from the module's globals, not from the global
+  `PIPELINES` registry, so two projects loaded in one process never mix;
+- ``transforms``: a list of `Transform`;
+- ``deployments``, ``monitors``, ``alerts``: lists, accepted and kept opaque for now;
+- optionally ``project_name`` (default: the file's stem, or its folder's name when the file is
+  ``project.py`` / ``__init__.py``).
+
+The module is imported under its own name with its folder first on ``sys.path`` (a package:
+its parent folder), so step processes started by `LocalExecutor` import the same steps by name.
+
+`load_project` refuses a project that cannot work, naming the file, the line where it can, the
+item and the reason: a missing file, a syntax or import error, a trigger the rules refuse (an
+unknown event type, a bad cooldown...) with the pipeline it belongs to, a trigger that is not a
+rule, duplicate names (pipelines, datasets, transforms, trigger rules of one pipeline), a cycle
+of transforms. A transform whose source, or an ``on_new_data`` trigger whose dataset, is not
+declared in the project is only a *warning* (`Project.warnings`): such a dataset may be declared
+by another project or created on its first ingest, which the lake allows.
+
+`plan` diffs a project's canonical `definition` with the one recorded in the store; `apply`
+declares its datasets in the lake and records the definition with an ``audit.project.applied``
+event in one transaction. `Worker` runs the control-plane roles for a project in one process.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import sys
+import threading
+import tomllib
+import traceback
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import ValidationError as PydanticValidationError
+
+from eventops.config import Settings
+from eventops.errors import EventOpsError, NotFound, ValidationError
+from eventops.events.bus import Bus
+from eventops.events.envelope import Event
+from eventops.events.subscription import Subscription
+from eventops.lake.catalog import Lake
+from eventops.lake.spec import DatasetSpec
+from eventops.lake.storage import LakeStorage
+from eventops.lake.transforms import Transform, TransformRunner, check_graph
+from eventops.pipelines.dsl import Pipeline
+from eventops.pipelines.executors import Executor
+from eventops.pipelines.runner import REQUESTED, Runner
+from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule, TriggerEngine
+from eventops.store import OutboxRelay, Store, add_event, utcnow
+from eventops.store.projects import ProjectRow
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/eventops/projects"
+APPLIED = "audit.project.applied"
+SECTIONS = ("datasets", "pipelines", "transforms", "deployments", "monitors", "alerts")
+OPAQUE = ("deployments", "monitors", "alerts")
+ROLES = ("triggers", "runner", "transforms", "relay")
+Action = Literal["create", "change", "remove", "unchanged"]
+
+# module name -> folder this loader put on sys.path for it
+_PATHS: dict[str, str] = {}
+
+
+class ProjectError(ValidationError):
+    """A project that cannot be loaded: the message names the file, the line, the item."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path,
+        line: int | None = None,
+        field: str | None = "project",
+        rule: str | None = None,
+    ) -> None:
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {message}", field=field, rule=rule)
+        self.path = path
+        self.line = line
+
+
+@dataclass
+class Project:
+    """A loaded, validated project."""
+
+    name: str
+    path: Path
+    module: types.ModuleType
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    transforms: list[Transform] = field(default_factory=list)
+    deployments: list[Any] = field(default_factory=list)
+    monitors: list[Any] = field(default_factory=list)
+    alerts: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def rules(self) -> list[tuple[str, Rule]]:
+        """(pipeline, rule) for every trigger of every pipeline, for the `TriggerEngine`."""
+        return [(name, rule) for name, p in self.pipelines.items() for rule in p.triggers]
+
+    def definition(self) -> dict[str, Any]:
+        """The canonical JSON description that `apply` records and diffs."""
+        return {
+            "project": self.name,
+            "datasets": {n: s.model_dump(mode="json") for n, s in sorted(self.datasets.items())},
+            "pipelines": {n: _pipeline_definition(p) for n, p in sorted(self.pipelines.items())},
+            "transforms": {t.name: _transform_definition(t) for t in self.transforms},
+            **{k: _opaque_definition(getattr(self, k)) for k in OPAQUE},
+        }
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.definition())
+
+
+def digest_of(definition: Mapping[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# ---------------------------------------------------------------------- loading
+def resolve_path(path: str | Path | None, settings: Settings | None = None) -> Path:
+    """`--project`, else the `project` setting; a clear error when neither is given."""
+    chosen = path if path is not None else getattr(settings, "project", None)
+    if not chosen:
+        raise ValidationError(
+            "no project given: pass --project PATH or set `project` in eventops.toml",
+            field="project",
+            rule="required",
+        )
+    return Path(chosen)
+
+
+def load_project(path: str | Path) -> Project:
+    """Import the project module at `path` (a .py file or a package folder) and validate it."""
+    given = Path(path)
+    file = given / "__init__.py" if given.is_dir() else given
+    if not file.is_file():
+        what = "a package folder without __init__.py" if given.is_dir() else "no such file"
+        raise NotFound(f"{given}: {what}", field="project", rule="exists")
+    if file.suffix != ".py":
+        raise ProjectError("a project is a .py file or a package folder", path=given, rule="type")
+    file = file.resolve()
+    module_name, folder = (
+        (file.parent.name, file.parent.parent)
+        if file.name == "__init__.py"
+        else (file.stem, file.parent)
+    )
+    source = file.read_text()
+    try:
+        tree = ast.parse(source, filename=str(file))
+    except SyntaxError as exc:
+        raise ProjectError(
+            f"syntax error: {exc.msg}", path=given, line=exc.lineno, rule="syntax"
+        ) from None
+    _check_duplicate_definitions(tree, given)
+    module = _import(module_name, folder, file, given, tree)
+    return _collect(module, module_name, file, given, tree)
+
+
+def _import(
+    module_name: str, folder: Path, file: Path, given: Path, tree: ast.Module
+) -> types.ModuleType:
+    for name in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
+        del sys.modules[name]  # a fresh import: edits and other projects of the same name
+    previous = _PATHS.pop(module_name, None)
+    if previous is not None and previous in sys.path:
+        sys.path.remove(previous)
+    sys.path.insert(0, str(folder))
+    _PATHS[module_name] = str(folder)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:  # in a module the project imports
+        where = f"{exc.filename}:{exc.lineno}"
+        raise ProjectError(
+            f"syntax error in {where}: {exc.msg}", path=given, rule="syntax"
+        ) from None
+    except Exception as exc:
+        line = _line_in(exc, file)
+        pipeline = _pipeline_at(tree, line) if line else None
+        if isinstance(exc, EventOpsError):
+            prefix = f"pipeline {pipeline!r}: " if pipeline else ""
+            fld = exc.field if not pipeline else f"{pipeline}.{exc.field or 'definition'}"
+            raise ProjectError(
+                prefix + exc.message, path=given, line=line, field=fld, rule=exc.rule
+            ) from None
+        raise ProjectError(
+            f"cannot import the project: {type(exc).__name__}: {exc}",
+            path=given,
+            line=line,
+            rule="importable",
+        ) from None
+    if Path(getattr(module, "__file__", "") or "").resolve() != file:
+        raise ProjectError(
+            f"imported {module_name!r} from {module.__file__}, not from this file; rename it",
+            path=given,
+            rule="importable",
+        )
+    return module
+
+
+def _line_in(exc: BaseException, file: Path) -> int | None:
+    """The last line of `file` in the exception's traceback."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).resolve() == file:
+            line = frame.lineno
+    return line
+
+
+def _decorator_name(node: ast.expr) -> str | None:
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Name):
+        return target.id
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    return None
+
+
+def _pipeline_defs(tree: ast.Module) -> list[tuple[str, ast.FunctionDef, ast.expr]]:
+    """(pipeline name, function, decorator) for each `@pipeline` function of the module."""
+    found = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if _decorator_name(deco) != "pipeline":
+                continue
+            name = node.name
+            if isinstance(deco, ast.Call):
+                for kw in deco.keywords:
+                    if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                        name = str(kw.value.value)
+            found.append((name, node, deco))
+    return found
+
+
+def _pipeline_at(tree: ast.Module, line: int) -> str | None:
+    for name, fn, deco in _pipeline_defs(tree):
+        if deco.lineno <= line <= (fn.end_lineno or fn.lineno):
+            return name
+    return None
+
+
+def _check_duplicate_definitions(tree: ast.Module, given: Path) -> None:
+    seen: dict[str, int] = {}
+    for name, _fn, deco in _pipeline_defs(tree):
+        if name in seen:
+            raise ProjectError(
+                f"pipeline {name!r} is defined twice (lines {seen[name]} and {deco.lineno})",
+                path=given,
+                line=deco.lineno,
+                field=f"pipelines.{name}",
+                rule="unique-name",
+            )
+        seen[name] = deco.lineno
+
+
+def _as_list(module: types.ModuleType, key: str, given: Path) -> list[Any]:
+    value = getattr(module, key, None)
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ProjectError(
+        f"`{key}` must be a list, not {type(value).__name__}", path=given, field=key, rule="type"
+    )
+
+
+def _collect(
+    module: types.ModuleType, module_name: str, file: Path, given: Path, tree: ast.Module
+) -> Project:
+    name = getattr(module, "project_name", None) or (
+        file.parent.name if file.stem in ("project", "__init__") else module_name
+    )
+    if not isinstance(name, str):
+        raise ProjectError("`project_name` must be a string", path=given, rule="type")
+    project = Project(name=name, path=given, module=module)
+    lines = {n: deco.lineno for n, _, deco in _pipeline_defs(tree)}
+
+    for index, item in enumerate(_as_list(module, "datasets", given)):
+        spec = _dataset(item, file.parent, given, index)
+        if spec.name in project.datasets:
+            raise ProjectError(
+                f"dataset {spec.name!r} is declared twice",
+                path=given,
+                field=f"datasets[{index}]",
+                rule="unique-name",
+            )
+        project.datasets[spec.name] = spec
+
+    pipes: dict[str, Pipeline] = {}
+    for value in module.__dict__.values():
+        if isinstance(value, Pipeline) and value.module == module.__name__:
+            other = pipes.get(value.name)
+            if other is not None and other is not value:
+                raise ProjectError(
+                    f"two pipelines are named {value.name!r}",
+                    path=given,
+                    line=lines.get(value.name),
+                    field=f"pipelines.{value.name}",
+                    rule="unique-name",
+                )
+            pipes[value.name] = value
+    for pipe_name in sorted(pipes, key=lambda n: lines.get(n, 0)):
+        _check_triggers(pipes[pipe_name], given, lines.get(pipe_name))
+        project.pipelines[pipe_name] = pipes[pipe_name]
+
+    for index, item in enumerate(_as_list(module, "transforms", given)):
+        if not isinstance(item, Transform):
+            raise ProjectError(
+                f"transforms[{index}] is a {type(item).__name__}, not a Transform",
+                path=given,
+                field=f"transforms[{index}]",
+                rule="type",
+            )
+        project.transforms.append(item)
+    try:
+        check_graph(project.transforms)
+    except ValidationError as exc:
+        raise ProjectError(exc.message, path=given, field=exc.field, rule=exc.rule) from None
+    produced = {t.target for t in project.transforms}
+    for t in project.transforms:
+        if t.source not in project.datasets and t.source not in produced:
+            project.warnings.append(
+                f"transform {t.name!r} reads dataset {t.source!r}, which the project does not "
+                f"declare (declared: {', '.join(sorted(project.datasets)) or 'none'})"
+            )
+    for key in OPAQUE:
+        setattr(project, key, _as_list(module, key, given))
+    _finish_warnings(project)
+    return project
+
+
+def _dataset(item: Any, base: Path, given: Path, index: int) -> DatasetSpec:
+    where = f"datasets[{index}]"
+    if isinstance(item, DatasetSpec):
+        return item
+    if isinstance(item, Mapping):
+        data: Any = dict(item)
+        origin = where
+    elif isinstance(item, str | Path):
+        spec_file = Path(item) if Path(item).is_absolute() else base / item
+        origin = str(spec_file)
+        if not spec_file.is_file():
+            raise ProjectError(
+                f"{where}: spec file {spec_file} does not exist",
+                path=given,
+                field=where,
+                rule="exists",
+            )
+        text = spec_file.read_text()
+        try:
+            data = json.loads(text) if spec_file.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ProjectError(
+                f"{where}: {spec_file} is not valid: {exc}", path=given, field=where, rule="format"
+            ) from None
+    else:
+        raise ProjectError(
+            f"{where} is a {type(item).__name__}; give a DatasetSpec or a path to a spec file",
+            path=given,
+            field=where,
+            rule="type",
+        )
+    try:
+        return DatasetSpec.model_validate(data)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ProjectError(
+            f"{where} ({origin}): {loc}: {err['msg']}",
+            path=given,
+            field=f"{where}.{loc}",
+            rule=err["type"],
+        ) from None
+
+
+def _check_triggers(pipe: Pipeline, given: Path, line: int | None) -> None:
+    names: set[str] = set()
+    for index, rule in enumerate(pipe.triggers):
+        if not isinstance(rule, EventRule | ScheduleRule | ManualRule):
+            raise ProjectError(
+                f"pipeline {pipe.name!r}: trigger #{index + 1} is a {type(rule).__name__}, not "
+                "a rule (use on, on_new_data, schedule, manual... from eventops.pipelines.triggers)",
+                path=given,
+                line=line,
+                field=f"{pipe.name}.triggers[{index}]",
+                rule="type",
+            )
+        if rule.name in names:
+            raise ProjectError(
+                f"pipeline {pipe.name!r} has two trigger rules named {rule.name!r}; "
+                "give one a name=",
+                path=given,
+                line=line,
+                field=f"{pipe.name}.triggers[{index}]",
+                rule="unique-name",
+            )
+        names.add(rule.name)
+
+
+def _finish_warnings(project: Project) -> None:
+    for pipe in project.pipelines.values():
+        for rule in pipe.triggers:
+            dataset = rule.filters.get("dataset") if isinstance(rule, EventRule) else None
+            produced = {t.target for t in project.transforms}
+            if (
+                isinstance(rule, EventRule)
+                and rule.pattern.startswith("dataset.")
+                and isinstance(dataset, str)
+                and dataset not in project.datasets
+                and dataset not in produced
+            ):
+                project.warnings.append(
+                    f"pipeline {pipe.name!r}: trigger {rule.name!r} waits for dataset "
+                    f"{dataset!r}, which the project does not declare"
+                )
+
+
+# ---------------------------------------------------------------------- definition
+def _json(value: Any) -> Any:
+    try:
+        text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return json.loads(text)
+
+
+def _code_digest(fn: Callable[..., Any]) -> str:
+    try:
+        code = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = fn.__code__.co_code.hex()
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+def _pipeline_definition(pipe: Pipeline) -> dict[str, Any]:
+    steps = []
+    for node in pipe.graph:
+        options = node.step.options
+        steps.append(
+            {
+                "name": node.name,
+                "function": f"{node.step.module}:{node.step.qualname}",
+                "code": _code_digest(node.step.fn),
+                "upstreams": node.upstreams,
+                "params": node.params,
+                "constants": {
+                    arg: _json(b.value) for arg, b in node.inputs.items() if b.kind == "const"
+                },
+                "options": {
+                    "retries": options.retries,
+                    "backoff": options.backoff,
+                    "timeout": options.timeout,
+                    "cache": options.cache,
+                    "resources": _json(dict(options.resources or {})),
+                },
+            }
+        )
+    return {
+        "function": f"{pipe.module}:{pipe.fn.__qualname__}",
+        "params": {p: _json(pipe.defaults.get(p)) for p in pipe.param_names},
+        "steps": steps,
+        "triggers": [_json(rule.to_dict()) for rule in pipe.triggers],
+    }
+
+
+def _transform_definition(t: Transform) -> dict[str, Any]:
+    function = t.function
+    if callable(function):
+        function = f"{function.__module__}:{function.__qualname__}"
+    return {
+        "source": t.source,
+        "target": t.target,
+        "sql": t.sql,
+        "function": function,
+        "description": t.description,
+    }
+
+
+def _opaque_definition(items: Sequence[Any]) -> list[Any]:
+    out = []
+    for item in items:
+        describe = getattr(item, "definition", None)
+        if callable(describe):
+            out.append(_json(describe()))
+        elif isinstance(item, str | int | float | bool | dict | list):
+            out.append(_json(item))
+        else:
+            out.append({"type": f"{type(item).__module__}.{type(item).__qualname__}"})
+    return out
+
+
+# ---------------------------------------------------------------------- plan / apply
+@dataclass(frozen=True)
+class PlanItem:
+    kind: str  # datasets, pipelines, transforms, deployments, monitors, alerts
+    name: str
+    action: Action
+    fields: tuple[str, ...] = ()  # for a change: the top-level keys that differ
+
+
+@dataclass
+class Plan:
+    project: str
+    digest: str
+    previous_digest: str | None
+    items: list[PlanItem]
+
+    @property
+    def changes(self) -> list[PlanItem]:
+        return [i for i in self.items if i.action != "unchanged"]
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and self.digest == self.previous_digest
+
+    def counts(self) -> dict[str, int]:
+        return {
+            a: sum(1 for i in self.items if i.action == a) for a in ("create", "change", "remove")
+        }
+
+
+def _keyed(section: Any) -> dict[str, Any]:
+    if isinstance(section, Mapping):
+        return dict(section)
+    if isinstance(section, list):
+        return {
+            str(item.get("name"))
+            if isinstance(item, Mapping) and item.get("name")
+            else f"#{i}": item
+            for i, item in enumerate(section)
+        }
+    return {}
+
+
+def diff(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[PlanItem]:
+    """Per item of each section: create, change (with the differing keys), remove, unchanged."""
+    items: list[PlanItem] = []
+    for kind in SECTIONS:
+        after, before = _keyed(new.get(kind)), _keyed((old or {}).get(kind))
+        for name in sorted(set(after) | set(before)):
+            if name not in before:
+                items.append(PlanItem(kind, name, "create"))
+            elif name not in after:
+                items.append(PlanItem(kind, name, "remove"))
+            elif after[name] == before[name]:
+                items.append(PlanItem(kind, name, "unchanged"))
+            else:
+                a, b = after[name], before[name]
+                keys = (
+                    tuple(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
+                    if isinstance(a, Mapping) and isinstance(b, Mapping)
+                    else ()
+                )
+                items.append(PlanItem(kind, name, "change", keys))
+    return items
+
+
+def applied(store: Store, name: str) -> ProjectRow | None:
+    with store.session() as session:
+        row = session.get(ProjectRow, name)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def plan(project: Project, store: Store) -> Plan:
+    row = applied(store, project.name)
+    definition = project.definition()
+    return Plan(
+        project.name,
+        digest_of(definition),
+        row.digest if row else None,
+        diff(definition, row.definition if row else None),
+    )
+
+
+def apply(project: Project, lake: Lake, *, actor: str) -> Plan:
+    """Declare the created or changed datasets, record the definition and audit it."""
+    current = plan(project, lake.store)
+    if current.empty:
+        return current
+    for item in current.changes:
+        if item.kind == "datasets" and item.action in ("create", "change"):
+            lake.declare(project.datasets[item.name])
+    definition = project.definition()
+    counts = current.counts()
+    event = Event(
+        type=APPLIED,
+        source=SOURCE,
+        subject=project.name,
+        data={
+            "actor": actor,
+            "action": "apply",
+            "resource": f"project/{project.name}",
+            "digest": current.digest,
+            "previous_digest": current.previous_digest,
+            "changes": counts,
+            "items": [
+                {"kind": i.kind, "name": i.name, "action": i.action} for i in current.changes
+            ],
+        },
+    )
+    with lake.store.session() as session:
+        row = session.get(ProjectRow, project.name, with_for_update=True)
+        if row is None:
+            row = ProjectRow(name=project.name)
+            session.add(row)
+        row.digest, row.definition = current.digest, definition
+        row.applied_at, row.applied_by = utcnow(), actor
+        add_event(session, event)
+    return current
+
+
+# ---------------------------------------------------------------------- worker
+class Worker:
+    """The control-plane roles for one project, in threads of this process.
+
+    - ``triggers``: a `TriggerEngine` over the project's pipelines' triggers;
+    - ``runner``: `Runner.resume_stale()` at start, then every `pipeline.run.requested` for one of
+      the project's pipelines (requests for other pipelines are left to their own workers);
+    - ``transforms``: a `TransformRunner` over the project's transforms;
+    - ``relay``: the outbox relay loop.
+
+    Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
+    projects sharing one bus each see every event. Each role gets its own bus connection.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        store: Store,
+        storage: LakeStorage,
+        open_bus: Callable[[], Bus],
+        *,
+        roles: Iterable[str] = ROLES,
+        executor: Executor | None = None,
+        triggers_from: Literal["earliest", "latest"] = "latest",
+        tick_interval: float = 1.0,
+        relay_interval: float = 0.2,
+        max_runs: int | None = None,
+    ) -> None:
+        self.roles = tuple(dict.fromkeys(roles))
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ValidationError(
+                f"unknown role {unknown[0]!r}; use {', '.join(ROLES)} or all",
+                field="--role",
+                rule="enum",
+            )
+        self.project, self.store, self.storage = project, store, storage
+        self.open_bus = open_bus
+        self.executor = executor
+        self.triggers_from: Literal["earliest", "latest"] = triggers_from
+        self.tick_interval, self.relay_interval = tick_interval, relay_interval
+        self.max_runs = max_runs
+        self.runs_done = 0
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self._buses: list[Bus] = []
+        self._threads: list[threading.Thread] = []
+        self._stoppers: list[Callable[[], None]] = []
+        self.engine: TriggerEngine | None = None
+        self.runner: Runner | None = None
+        self.transforms: TransformRunner | None = None
+        self.subscriptions: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def group(self, role: str) -> str:
+        return f"eventops-{role}.{self.project.name}"
+
+    def _bus(self) -> Bus:
+        bus = self.open_bus()
+        self._buses.append(bus)
+        return bus
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except Exception as exc:
+                log.exception("worker role %s stopped with an error; stopping the worker", name)
+                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                self.stop_event.set()
+
+        thread = threading.Thread(target=guarded, name=f"worker-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def start(self) -> Worker:
+        if "relay" in self.roles:
+            relay = OutboxRelay(self.store, self._bus())
+            self._thread("relay", lambda: relay.run(self.stop_event, self.relay_interval))
+        if "triggers" in self.roles:
+            rules = self.project.rules()
+            self.engine = TriggerEngine(
+                self.store,
+                self._bus(),
+                rules,
+                group=self.group("triggers"),
+                relay=OutboxRelay(self.store, self._bus()),
+                start=self.triggers_from,
+                tick_interval=self.tick_interval,
+            )
+            engine = self.engine
+            self._thread("triggers", lambda: engine.run(self.stop_event))
+        if "transforms" in self.roles and self.project.transforms:
+            self.transforms = TransformRunner(
+                self._bus(),
+                Lake(self.store, self.storage),
+                self.project.transforms,
+                group=self.group("transforms"),
+                relay=OutboxRelay(self.store, self._bus()),
+            )
+            self.subscriptions.append(self.transforms.subscription)
+            self.transforms.subscription.start()
+        if "runner" in self.roles:
+            self._start_runner()
+        return self
+
+    def _start_runner(self) -> None:
+        runner = self.runner = Runner(self.store, self.storage, executor=self.executor)
+        inner = runner.run_requested(self._bus(), self.group("runner")).handler
+        ours = set(self.project.pipelines)
+
+        def handle(event: Event) -> None:
+            data = event.data if isinstance(event.data, Mapping) else {}
+            if data.get("pipeline") not in ours:
+                return
+            inner(event)
+            self._count_run()
+
+        subscription = Subscription(
+            self._bus(), self.group("runner"), handle, types=[REQUESTED], start="earliest"
+        )
+        self.subscriptions.append(subscription)
+
+        def run() -> None:
+            for run_id in runner.resume_stale():
+                log.info("resumed run %s", run_id)
+                self._count_run()
+            subscription.run()
+
+        self._thread("runner", run)
+
+    def _count_run(self) -> None:
+        with self._lock:
+            self.runs_done += 1
+            if self.max_runs is not None and self.runs_done >= self.max_runs:
+                self.stop_event.set()
+
+    @property
+    def ready(self) -> bool:
+        """True once every subscription (the engine's included) has its partitions."""
+        subs = list(self.subscriptions)
+        if self.engine is not None and self.engine.patterns:
+            subs.append(self.engine.subscription)
+        return all(s.assignment for s in subs)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stopped (a role failed, `max_runs` reached, `stop()`) or `timeout`."""
+        return self.stop_event.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        for subscription in self.subscriptions:
+            subscription.stop(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        if "relay" in self.roles:
+            try:
+                OutboxRelay(self.store, self._buses[0]).relay_once()
+            except Exception as exc:
+                log.warning("final relay failed; events stay in the outbox: %s", exc)
+        for bus in self._buses:
+            bus.close()
+        self._buses.clear()
+        if self.executor is not None:
+            self.executor.close()
+
+
+__all__ = [
+    "APPLIED",
+    "ROLES",
+    "Plan",
+    "PlanItem",
+    "Project",
+    "ProjectError",
+    "Worker",
+    "applied",
+    "apply",
+    "diff",
+    "digest_of",
+    "load_project",
+    "plan",
+    "resolve_path",
+]
