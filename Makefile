@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[kafka,postgres,dev]'
+	$(PIP) install -q -e '.[kafka,postgres,ray,dev]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -61,6 +61,7 @@ from eventops.lake.transforms import Transform, TransformRunner, check_graph
 from eventops.pipelines.dsl import Pipeline
 from eventops.pipelines.executors import Executor
 from eventops.pipelines.runner import REQUESTED, Runner
+from eventops.pipelines.tracking import Tracker
 from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule, TriggerEngine
 from eventops.store import OutboxRelay, Store, add_event, utcnow
 from eventops.store.projects import ProjectRow
@@ -658,7 +659,9 @@ class Worker:
         tick_interval: float = 1.0,
         relay_interval: float = 0.2,
         max_runs: int | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
+        self.tracker = tracker
         self.roles = tuple(dict.fromkeys(roles))
         unknown = [r for r in self.roles if r not in ROLES]
         if unknown:
@@ -738,7 +741,9 @@ class Worker:
         return self
 
     def _start_runner(self) -> None:
-        runner = self.runner = Runner(self.store, self.storage, executor=self.executor)
+        runner = self.runner = Runner(
+            self.store, self.storage, executor=self.executor, tracker=self.tracker
+        )
         inner = runner.run_requested(self._bus(), self.group("runner")).handler
         ours = set(self.project.pipelines)
 

@@ -1,8 +1,9 @@
-"""`eventops run` and `eventops runs`: run a pipeline here, list runs, show one, read its logs.
+"""`eventops run`, `eventops runs` and `eventops lineage`: run a pipeline here, list runs, show
+one, read its logs, trace a run from its trigger through the data it read to its artifacts.
 
 `run` imports the module defining the pipeline (`--module`, the current folder is importable),
 records the run with its `pipeline.run.requested` event and, unless `--no-wait`, executes it in
-this process with a live view of its steps. Queued events are relayed to the bus afterwards; if
+this process with a live view of its steps, tracked in MLflow (`tracking.uri`). Queued events are relayed to the bus afterwards; if
 the bus is down they wait in the outbox for the next relay.
 """
 
@@ -14,21 +15,27 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.tree import Tree
 
 from eventops.cli.output import err_console, handle_errors
-from eventops.config import load_settings
+from eventops.config import Settings, load_settings
 from eventops.errors import EventOpsError, ValidationError
 from eventops.events.bus import open_configured_bus
 from eventops.lake.storage import LakeStorage
 from eventops.pipelines.dsl import get_pipeline
 from eventops.pipelines.executors import Executor, InlineExecutor, LocalExecutor
+from eventops.pipelines.lineage import lineage_of_run
+from eventops.pipelines.ray_executor import executor_from_url
 from eventops.pipelines.runner import Runner, RunView
+from eventops.pipelines.tracking import Tracker, tracker_from_settings
+from eventops.project import load_project, resolve_path
 from eventops.store import OutboxRelay, Store
 
 app = typer.Typer(help="Pipeline runs: list, show, logs.")
@@ -44,13 +51,24 @@ STATUS_STYLE = {
 }
 
 
+def configured_executor(settings: Settings, *, inline: bool = False, workers: int = 2) -> Executor:
+    """--inline wins; otherwise `[pipelines] executor` (local process per step by default)."""
+    if inline:
+        return InlineExecutor()
+    if settings.pipelines.executor == "local":
+        return LocalExecutor(max_workers=workers)
+    return executor_from_url(settings.pipelines.executor)
+
+
 @contextmanager
-def open_runner(executor: Executor | None = None) -> Iterator[Runner]:
+def open_runner(executor: Executor | None = None, *, track: bool = False) -> Iterator[Runner]:
+    """A runner over the configured store and lake; `track`: runs are tracked in MLflow."""
     settings = load_settings()
     store = Store(settings.store_url)
     store.upgrade()
+    tracker: Tracker | None = tracker_from_settings(settings) if track else None
     try:
-        yield Runner(store, LakeStorage(settings.lake_url), executor=executor)
+        yield Runner(store, LakeStorage(settings.lake_url), executor=executor, tracker=tracker)
     finally:
         store.close()
 
@@ -116,12 +134,18 @@ def run(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Execute here and wait."),
     inline: bool = typer.Option(False, "--inline", help="Run steps in this process (debug)."),
     workers: int = typer.Option(2, "--workers", help="Parallel step processes."),
+    project: Path = typer.Option(
+        None, "--project", "-P", help="Project file or package defining the pipeline."
+    ),
 ) -> None:
     """Run a pipeline now; exit 1 if the run failed."""
     import_modules(module)
+    settings = load_settings()
+    if project is not None or settings.project:
+        load_project(resolve_path(project, settings))
     pipe = get_pipeline(pipeline)
-    executor: Executor = InlineExecutor() if inline else LocalExecutor(max_workers=workers)
-    with open_runner(executor) as runner:
+    executor = configured_executor(settings, inline=inline, workers=workers)
+    with open_runner(executor, track=True) as runner:
         run_id = runner.request(pipe.name, parse_params(param), trigger="cli")
         if not wait:
             relay_outbox(runner.store)
@@ -270,3 +294,49 @@ def logs(
         typer.echo(s.log or "(no output)")
         if s.error:
             typer.echo(f"error: {s.error}")
+
+
+@handle_errors
+def lineage(
+    run_id: str = typer.Argument(..., help="Run id."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a tree."),
+) -> None:
+    """Where a run came from and what it made: trigger -> batches read -> run -> artifacts."""
+    with open_runner(InlineExecutor()) as runner:
+        chain = lineage_of_run(runner.store, run_id)
+    if as_json:
+        typer.echo(json.dumps(chain, indent=2, default=str))
+        return
+    _console().print(lineage_tree(chain))
+
+
+def lineage_tree(chain: dict[str, Any]) -> Tree:
+    trigger = chain["trigger"]
+    tree = Tree(f"trigger: {trigger['kind']} ({trigger['name'] or '-'})")
+    for event in trigger["events"]:
+        where = " ".join(f"{k}={event[k]}" for k in ("dataset", "batch_id", "rows") if k in event)
+        tree.add(f"event {event['id']} {event.get('type', '(not in the outbox)')} {where}")
+    batches = tree.add(f"batches read: {len(chain['batches'])}")
+    for b in chain["batches"]:
+        facts = f"{b.get('rows', '?')} rows, v{b.get('schema_version', '?')}"
+        readers = ", ".join(b["read_by"]) or "trigger only"
+        node = batches.add(f"{b.get('dataset')}/{b['batch_id']} ({facts}) read by {readers}")
+        if b.get("uri"):
+            node.add(str(b["uri"]))
+        for upstream in b.get("derived_from") or []:
+            node.add(f"derived from {upstream}")
+    run = chain["run"]
+    mlflow = f" mlflow {run['mlflow_run_id']}" if run.get("mlflow_run_id") else ""
+    run_node = batches.add(f"run {run['id']} of {run['pipeline']}: {run['status']}{mlflow}")
+    for step in chain["steps"]:
+        step_node = run_node.add(f"step {step['name']}: {step['status']}")
+        for batch_id in step["reads"]:
+            step_node.add(f"read {batch_id}")
+        for ref in step["artifacts"]:
+            step_node.add(f"artifact {ref.get('kind', '')} {ref.get('uri', '')}")
+        if step["metrics"]:
+            metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(step["metrics"].items()))
+            step_node.add(f"metrics {metrics}")
+    for model in chain["models"]:
+        run_node.add(f"model {model}")
+    return tree

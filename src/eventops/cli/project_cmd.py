@@ -24,12 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eventops.cli.output import err_console, handle_errors
+from eventops.cli.pipelines_cmd import configured_executor
 from eventops.config import load_settings
 from eventops.errors import ValidationError
 from eventops.events.bus import open_configured_bus
 from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
-from eventops.pipelines.executors import Executor, InlineExecutor, LocalExecutor
+from eventops.pipelines.tracking import tracker_from_settings
 from eventops.project import (
     ROLES,
     Plan,
@@ -174,7 +175,7 @@ def worker_cmd(
             "run `eventops apply` to record it",
             soft_wrap=True,
         )
-    executor: Executor = InlineExecutor() if inline else LocalExecutor(max_workers=workers)
+    executor = configured_executor(settings, inline=inline, workers=workers)
     worker = Worker(
         loaded,
         store,
@@ -184,6 +185,7 @@ def worker_cmd(
         executor=executor,
         triggers_from=start,
         max_runs=max_runs,
+        tracker=tracker_from_settings(settings),
     )
     console = _console()
     previous = _install_signals(worker.stop_event)

@@ -32,6 +32,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Any, Protocol
 
 from eventops.errors import ValidationError
+from eventops.pipelines.context import Metric, step_context
 
 MAX_LOG_CHARS = 200_000
 
@@ -46,6 +47,8 @@ class StepCall:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     fn: Callable[..., Any] | None = None  # set for in-process executors; never pickled
+    # For the step-side helpers (`eventops.pipelines.context`): run_id, step, store_url, lake_url.
+    context: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class StepResult:
     log: str = ""
     error: str | None = None  # "ExceptionType: message"; the traceback is at the end of `log`
     duration: float = 0.0
+    metrics: list[Metric] = field(default_factory=list)  # what the step logged (log_metric)
+    reads: list[dict[str, Any]] = field(default_factory=list)  # batches read (read_dataset)
 
     @property
     def ok(self) -> bool:
@@ -81,8 +86,11 @@ def resolve(module: str, qualname: str) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def _capture_and_run(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> StepResult:
-    """Run `fn(**kwargs)` with stdout, stderr and logging captured; exceptions become `error`."""
+def _capture_and_run(
+    fn: Callable[..., Any], kwargs: Mapping[str, Any], context: Mapping[str, Any] | None = None
+) -> StepResult:
+    """Run `fn(**kwargs)` with stdout, stderr and logging captured; exceptions become `error`.
+    What the step logs and reads through `eventops.pipelines.context` comes back on the result."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -94,7 +102,11 @@ def _capture_and_run(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> StepR
     started = time.monotonic()
     result = StepResult()
     try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        with (
+            step_context(context) as ctx,
+            contextlib.redirect_stdout(buffer),
+            contextlib.redirect_stderr(buffer),
+        ):
             result.value = fn(**kwargs)
     except BaseException as exc:
         buffer.write(traceback.format_exc())
@@ -103,6 +115,7 @@ def _capture_and_run(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> StepR
         root.removeHandler(handler)
         root.setLevel(previous_level)
     result.duration = time.monotonic() - started
+    result.metrics, result.reads = list(ctx.metrics), list(ctx.reads)
     result.log = buffer.getvalue()[-MAX_LOG_CHARS:]
     return result
 
@@ -114,7 +127,7 @@ def _child(call: StepCall, conn: Connection) -> None:
     except Exception as exc:
         result = StepResult(error=f"cannot import step {call.step!r}: {type(exc).__name__}: {exc}")
     else:
-        result = _capture_and_run(fn, call.kwargs)
+        result = _capture_and_run(fn, call.kwargs, call.context)
     try:
         conn.send(result)
     except Exception as exc:  # the value does not pickle
@@ -124,6 +137,8 @@ def _child(call: StepCall, conn: Connection) -> None:
                 error=f"the output of step {call.step!r} cannot be sent back: "
                 f"{type(exc).__name__}: {exc}",
                 duration=result.duration,
+                metrics=result.metrics,
+                reads=result.reads,
             )
         )
     finally:
@@ -149,10 +164,10 @@ class InlineExecutor:
     def run(self, call: StepCall) -> StepResult:
         fn = call.fn or resolve(call.module, call.qualname)
         if call.timeout is None:
-            return _capture_and_run(fn, call.kwargs)
+            return _capture_and_run(fn, call.kwargs, call.context)
         box: list[StepResult] = []
         thread = threading.Thread(
-            target=lambda: box.append(_capture_and_run(fn, call.kwargs)),
+            target=lambda: box.append(_capture_and_run(fn, call.kwargs, call.context)),
             name=f"step-{call.step}",
             daemon=True,
         )
