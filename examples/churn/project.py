@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventops.config import load_settings
-from eventops.lake import Lake
 from eventops.lake.transforms import Transform
+from eventops.pipelines import log_metrics, read_dataset
 from eventops.pipelines.dsl import pipeline, step
 from eventops.pipelines.triggers import manual, on_new_data
 
@@ -54,11 +53,7 @@ def _column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
 @step(cache=False)  # its input is the lake as it is now, not its parameters: never cached
 def load_features(dataset: str) -> pa.Table:
     """The committed batches of `dataset` as model inputs (one-hot plan, nulls as 0)."""
-    lake = Lake.from_settings(load_settings(), upgrade=False)
-    try:
-        raw = lake.read(dataset)
-    finally:
-        lake.store.close()
+    raw = read_dataset(dataset)  # records the batches read: lineage from data to model
     if raw.num_rows == 0:
         raise ValueError(f"dataset {dataset!r} has no committed rows yet")
     raw = raw.filter(pc.and_(pc.is_valid(raw["customer_id"]), pc.is_valid(raw[LABEL])))
@@ -110,6 +105,7 @@ def evaluate(model: Any, data: dict[str, Any]) -> dict[str, float]:
         "rows_test": float(len(data["y_test"])),
     }
     print(f"holdout metrics: {metrics}")
+    log_metrics(metrics)  # onto the run's MLflow run, where a promotion gate can read them
     return metrics
 
 
