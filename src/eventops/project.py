@@ -23,9 +23,8 @@ of transforms. A transform whose source, or an ``on_new_data`` trigger whose dat
 declared in the project is only a *warning* (`Project.warnings`): such a dataset may be declared
 by another project or created on its first ingest, which the lake allows.
 
-`plan` diffs a project's canonical `definition` with the one recorded in the store; `apply`
-declares its datasets in the lake and records the definition with an ``audit.project.applied``
-event in one transaction. `Worker` runs the control-plane roles for a project in one process.
+`Project.definition` is the canonical JSON description of a project and `digest_of` its digest;
+`eventops.apply` plans and applies it, `eventops.worker` runs it.
 """
 
 from __future__ import annotations
@@ -35,45 +34,26 @@ import hashlib
 import importlib
 import inspect
 import json
-import logging
 import sys
-import threading
 import tomllib
 import traceback
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import ValidationError as PydanticValidationError
 
 from eventops.config import Settings
 from eventops.errors import EventOpsError, NotFound, ValidationError
-from eventops.events.bus import Bus
-from eventops.events.envelope import Event
-from eventops.events.subscription import Subscription
-from eventops.lake.catalog import Lake
 from eventops.lake.spec import DatasetSpec
-from eventops.lake.storage import LakeStorage
-from eventops.lake.transforms import Transform, TransformRunner, check_graph
+from eventops.lake.transforms import Transform, check_graph
 from eventops.pipelines.dsl import Pipeline
-from eventops.pipelines.executors import Executor
-from eventops.pipelines.runner import REQUESTED, Runner
-from eventops.pipelines.tracking import Tracker
-from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule, TriggerEngine
-from eventops.store import OutboxRelay, Store, add_event, utcnow
-from eventops.store.projects import ProjectRow
+from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule
 
-log = logging.getLogger(__name__)
-
-SOURCE = "/eventops/projects"
-APPLIED = "audit.project.applied"
-SECTIONS = ("datasets", "pipelines", "transforms", "deployments", "monitors", "alerts")
 OPAQUE = ("deployments", "monitors", "alerts")
-ROLES = ("triggers", "runner", "transforms", "relay")
-Action = Literal["create", "change", "remove", "unchanged"]
 
 # module name -> folder this loader put on sys.path for it
 _PATHS: dict[str, str] = {}
@@ -510,312 +490,10 @@ def _opaque_definition(items: Sequence[Any]) -> list[Any]:
     return out
 
 
-# ---------------------------------------------------------------------- plan / apply
-@dataclass(frozen=True)
-class PlanItem:
-    kind: str  # datasets, pipelines, transforms, deployments, monitors, alerts
-    name: str
-    action: Action
-    fields: tuple[str, ...] = ()  # for a change: the top-level keys that differ
-
-
-@dataclass
-class Plan:
-    project: str
-    digest: str
-    previous_digest: str | None
-    items: list[PlanItem]
-
-    @property
-    def changes(self) -> list[PlanItem]:
-        return [i for i in self.items if i.action != "unchanged"]
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes and self.digest == self.previous_digest
-
-    def counts(self) -> dict[str, int]:
-        return {
-            a: sum(1 for i in self.items if i.action == a) for a in ("create", "change", "remove")
-        }
-
-
-def _keyed(section: Any) -> dict[str, Any]:
-    if isinstance(section, Mapping):
-        return dict(section)
-    if isinstance(section, list):
-        return {
-            str(item.get("name"))
-            if isinstance(item, Mapping) and item.get("name")
-            else f"#{i}": item
-            for i, item in enumerate(section)
-        }
-    return {}
-
-
-def diff(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[PlanItem]:
-    """Per item of each section: create, change (with the differing keys), remove, unchanged."""
-    items: list[PlanItem] = []
-    for kind in SECTIONS:
-        after, before = _keyed(new.get(kind)), _keyed((old or {}).get(kind))
-        for name in sorted(set(after) | set(before)):
-            if name not in before:
-                items.append(PlanItem(kind, name, "create"))
-            elif name not in after:
-                items.append(PlanItem(kind, name, "remove"))
-            elif after[name] == before[name]:
-                items.append(PlanItem(kind, name, "unchanged"))
-            else:
-                a, b = after[name], before[name]
-                keys = (
-                    tuple(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
-                    if isinstance(a, Mapping) and isinstance(b, Mapping)
-                    else ()
-                )
-                items.append(PlanItem(kind, name, "change", keys))
-    return items
-
-
-def applied(store: Store, name: str) -> ProjectRow | None:
-    with store.session() as session:
-        row = session.get(ProjectRow, name)
-        if row is not None:
-            session.expunge(row)
-        return row
-
-
-def plan(project: Project, store: Store) -> Plan:
-    row = applied(store, project.name)
-    definition = project.definition()
-    return Plan(
-        project.name,
-        digest_of(definition),
-        row.digest if row else None,
-        diff(definition, row.definition if row else None),
-    )
-
-
-def apply(project: Project, lake: Lake, *, actor: str) -> Plan:
-    """Declare the created or changed datasets, record the definition and audit it."""
-    current = plan(project, lake.store)
-    if current.empty:
-        return current
-    for item in current.changes:
-        if item.kind == "datasets" and item.action in ("create", "change"):
-            lake.declare(project.datasets[item.name])
-    definition = project.definition()
-    counts = current.counts()
-    event = Event(
-        type=APPLIED,
-        source=SOURCE,
-        subject=project.name,
-        data={
-            "actor": actor,
-            "action": "apply",
-            "resource": f"project/{project.name}",
-            "digest": current.digest,
-            "previous_digest": current.previous_digest,
-            "changes": counts,
-            "items": [
-                {"kind": i.kind, "name": i.name, "action": i.action} for i in current.changes
-            ],
-        },
-    )
-    with lake.store.session() as session:
-        row = session.get(ProjectRow, project.name, with_for_update=True)
-        if row is None:
-            row = ProjectRow(name=project.name)
-            session.add(row)
-        row.digest, row.definition = current.digest, definition
-        row.applied_at, row.applied_by = utcnow(), actor
-        add_event(session, event)
-    return current
-
-
-# ---------------------------------------------------------------------- worker
-class Worker:
-    """The control-plane roles for one project, in threads of this process.
-
-    - ``triggers``: a `TriggerEngine` over the project's pipelines' triggers;
-    - ``runner``: `Runner.resume_stale()` at start, then every `pipeline.run.requested` for one of
-      the project's pipelines (requests for other pipelines are left to their own workers);
-    - ``transforms``: a `TransformRunner` over the project's transforms;
-    - ``relay``: the outbox relay loop.
-
-    Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
-    projects sharing one bus each see every event. Each role gets its own bus connection.
-    """
-
-    def __init__(
-        self,
-        project: Project,
-        store: Store,
-        storage: LakeStorage,
-        open_bus: Callable[[], Bus],
-        *,
-        roles: Iterable[str] = ROLES,
-        executor: Executor | None = None,
-        triggers_from: Literal["earliest", "latest"] = "latest",
-        tick_interval: float = 1.0,
-        relay_interval: float = 0.2,
-        max_runs: int | None = None,
-        tracker: Tracker | None = None,
-    ) -> None:
-        self.tracker = tracker
-        self.roles = tuple(dict.fromkeys(roles))
-        unknown = [r for r in self.roles if r not in ROLES]
-        if unknown:
-            raise ValidationError(
-                f"unknown role {unknown[0]!r}; use {', '.join(ROLES)} or all",
-                field="--role",
-                rule="enum",
-            )
-        self.project, self.store, self.storage = project, store, storage
-        self.open_bus = open_bus
-        self.executor = executor
-        self.triggers_from: Literal["earliest", "latest"] = triggers_from
-        self.tick_interval, self.relay_interval = tick_interval, relay_interval
-        self.max_runs = max_runs
-        self.runs_done = 0
-        self.errors: list[str] = []
-        self.stop_event = threading.Event()
-        self._buses: list[Bus] = []
-        self._threads: list[threading.Thread] = []
-        self._stoppers: list[Callable[[], None]] = []
-        self.engine: TriggerEngine | None = None
-        self.runner: Runner | None = None
-        self.transforms: TransformRunner | None = None
-        self.subscriptions: list[Subscription] = []
-        self._lock = threading.Lock()
-
-    def group(self, role: str) -> str:
-        return f"eventops-{role}.{self.project.name}"
-
-    def _bus(self) -> Bus:
-        bus = self.open_bus()
-        self._buses.append(bus)
-        return bus
-
-    def _thread(self, name: str, target: Callable[[], None]) -> None:
-        def guarded() -> None:
-            try:
-                target()
-            except Exception as exc:
-                log.exception("worker role %s stopped with an error; stopping the worker", name)
-                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
-                self.stop_event.set()
-
-        thread = threading.Thread(target=guarded, name=f"worker-{name}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def start(self) -> Worker:
-        if "relay" in self.roles:
-            relay = OutboxRelay(self.store, self._bus())
-            self._thread("relay", lambda: relay.run(self.stop_event, self.relay_interval))
-        if "triggers" in self.roles:
-            rules = self.project.rules()
-            self.engine = TriggerEngine(
-                self.store,
-                self._bus(),
-                rules,
-                group=self.group("triggers"),
-                relay=OutboxRelay(self.store, self._bus()),
-                start=self.triggers_from,
-                tick_interval=self.tick_interval,
-            )
-            engine = self.engine
-            self._thread("triggers", lambda: engine.run(self.stop_event))
-        if "transforms" in self.roles and self.project.transforms:
-            self.transforms = TransformRunner(
-                self._bus(),
-                Lake(self.store, self.storage),
-                self.project.transforms,
-                group=self.group("transforms"),
-                relay=OutboxRelay(self.store, self._bus()),
-            )
-            self.subscriptions.append(self.transforms.subscription)
-            self.transforms.subscription.start()
-        if "runner" in self.roles:
-            self._start_runner()
-        return self
-
-    def _start_runner(self) -> None:
-        runner = self.runner = Runner(
-            self.store, self.storage, executor=self.executor, tracker=self.tracker
-        )
-        inner = runner.run_requested(self._bus(), self.group("runner")).handler
-        ours = set(self.project.pipelines)
-
-        def handle(event: Event) -> None:
-            data = event.data if isinstance(event.data, Mapping) else {}
-            if data.get("pipeline") not in ours:
-                return
-            inner(event)
-            self._count_run()
-
-        subscription = Subscription(
-            self._bus(), self.group("runner"), handle, types=[REQUESTED], start="earliest"
-        )
-        self.subscriptions.append(subscription)
-
-        def run() -> None:
-            for run_id in runner.resume_stale():
-                log.info("resumed run %s", run_id)
-                self._count_run()
-            subscription.run()
-
-        self._thread("runner", run)
-
-    def _count_run(self) -> None:
-        with self._lock:
-            self.runs_done += 1
-            if self.max_runs is not None and self.runs_done >= self.max_runs:
-                self.stop_event.set()
-
-    @property
-    def ready(self) -> bool:
-        """True once every subscription (the engine's included) has its partitions."""
-        subs = list(self.subscriptions)
-        if self.engine is not None and self.engine.patterns:
-            subs.append(self.engine.subscription)
-        return all(s.assignment for s in subs)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until stopped (a role failed, `max_runs` reached, `stop()`) or `timeout`."""
-        return self.stop_event.wait(timeout)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.stop_event.set()
-        for subscription in self.subscriptions:
-            subscription.stop(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-        if "relay" in self.roles:
-            try:
-                OutboxRelay(self.store, self._buses[0]).relay_once()
-            except Exception as exc:
-                log.warning("final relay failed; events stay in the outbox: %s", exc)
-        for bus in self._buses:
-            bus.close()
-        self._buses.clear()
-        if self.executor is not None:
-            self.executor.close()
-
-
 __all__ = [
-    "APPLIED",
-    "ROLES",
-    "Plan",
-    "PlanItem",
     "Project",
     "ProjectError",
-    "Worker",
-    "applied",
-    "apply",
-    "diff",
     "digest_of",
     "load_project",
-    "plan",
     "resolve_path",
 ]

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from conftest import wait_for
+from eventops.apply import APPLIED
 from eventops.cli import project_cmd
 from eventops.config import load_settings
 from eventops.errors import NotFound, ValidationError
@@ -34,9 +35,10 @@ from eventops.ingest.files import ingest_file
 from eventops.lake import Lake
 from eventops.pipelines.executors import InlineExecutor
 from eventops.pipelines.runner import Runner
-from eventops.project import APPLIED, ProjectError, Worker, load_project
+from eventops.project import ProjectError, load_project
 from eventops.store import OutboxEntry, OutboxRelay
 from eventops.store.projects import ProjectRow
+from eventops.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "churn" / "project.py"

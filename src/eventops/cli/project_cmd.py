@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from eventops.apply import Plan, applied, apply, plan
 from eventops.cli.output import err_console, handle_errors
 from eventops.cli.pipelines_cmd import configured_executor
 from eventops.config import load_settings
@@ -31,18 +32,9 @@ from eventops.events.bus import open_configured_bus
 from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
 from eventops.pipelines.tracking import tracker_from_settings
-from eventops.project import (
-    ROLES,
-    Plan,
-    Project,
-    Worker,
-    applied,
-    apply,
-    load_project,
-    plan,
-    resolve_path,
-)
+from eventops.project import Project, load_project, resolve_path
 from eventops.store import Store
+from eventops.worker import ROLES, Worker
 
 ACTION_STYLE = {"create": "green", "change": "yellow", "remove": "red", "unchanged": "dim"}
 ACTION_MARK = {"create": "+", "change": "~", "remove": "-", "unchanged": " "}

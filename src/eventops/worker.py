@@ -1,0 +1,199 @@
+"""`Worker` runs the control-plane roles (`ROLES`) for a project in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
+
+from eventops.errors import ValidationError
+from eventops.events.bus import Bus
+from eventops.events.envelope import Event
+from eventops.events.subscription import Subscription
+from eventops.lake.catalog import Lake
+from eventops.lake.storage import LakeStorage
+from eventops.lake.transforms import TransformRunner
+from eventops.pipelines.executors import Executor
+from eventops.pipelines.runner import REQUESTED, Runner
+from eventops.pipelines.tracking import Tracker
+from eventops.pipelines.triggers import TriggerEngine
+from eventops.project import Project
+from eventops.store import OutboxRelay, Store
+
+log = logging.getLogger(__name__)
+
+ROLES = ("triggers", "runner", "transforms", "relay")
+
+
+class Worker:
+    """The control-plane roles for one project, in threads of this process.
+
+    - ``triggers``: a `TriggerEngine` over the project's pipelines' triggers;
+    - ``runner``: `Runner.resume_stale()` at start, then every `pipeline.run.requested` for one of
+      the project's pipelines (requests for other pipelines are left to their own workers);
+    - ``transforms``: a `TransformRunner` over the project's transforms;
+    - ``relay``: the outbox relay loop.
+
+    Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
+    projects sharing one bus each see every event. Each role gets its own bus connection.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        store: Store,
+        storage: LakeStorage,
+        open_bus: Callable[[], Bus],
+        *,
+        roles: Iterable[str] = ROLES,
+        executor: Executor | None = None,
+        triggers_from: Literal["earliest", "latest"] = "latest",
+        tick_interval: float = 1.0,
+        relay_interval: float = 0.2,
+        max_runs: int | None = None,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.roles = tuple(dict.fromkeys(roles))
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ValidationError(
+                f"unknown role {unknown[0]!r}; use {', '.join(ROLES)} or all",
+                field="--role",
+                rule="enum",
+            )
+        self.project, self.store, self.storage = project, store, storage
+        self.open_bus = open_bus
+        self.executor = executor
+        self.triggers_from: Literal["earliest", "latest"] = triggers_from
+        self.tick_interval, self.relay_interval = tick_interval, relay_interval
+        self.max_runs = max_runs
+        self.runs_done = 0
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self._buses: list[Bus] = []
+        self._threads: list[threading.Thread] = []
+        self._stoppers: list[Callable[[], None]] = []
+        self.engine: TriggerEngine | None = None
+        self.runner: Runner | None = None
+        self.transforms: TransformRunner | None = None
+        self.subscriptions: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def group(self, role: str) -> str:
+        return f"eventops-{role}.{self.project.name}"
+
+    def _bus(self) -> Bus:
+        bus = self.open_bus()
+        self._buses.append(bus)
+        return bus
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except Exception as exc:
+                log.exception("worker role %s stopped with an error; stopping the worker", name)
+                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                self.stop_event.set()
+
+        thread = threading.Thread(target=guarded, name=f"worker-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def start(self) -> Worker:
+        if "relay" in self.roles:
+            relay = OutboxRelay(self.store, self._bus())
+            self._thread("relay", lambda: relay.run(self.stop_event, self.relay_interval))
+        if "triggers" in self.roles:
+            rules = self.project.rules()
+            self.engine = TriggerEngine(
+                self.store,
+                self._bus(),
+                rules,
+                group=self.group("triggers"),
+                relay=OutboxRelay(self.store, self._bus()),
+                start=self.triggers_from,
+                tick_interval=self.tick_interval,
+            )
+            engine = self.engine
+            self._thread("triggers", lambda: engine.run(self.stop_event))
+        if "transforms" in self.roles and self.project.transforms:
+            self.transforms = TransformRunner(
+                self._bus(),
+                Lake(self.store, self.storage),
+                self.project.transforms,
+                group=self.group("transforms"),
+                relay=OutboxRelay(self.store, self._bus()),
+            )
+            self.subscriptions.append(self.transforms.subscription)
+            self.transforms.subscription.start()
+        if "runner" in self.roles:
+            self._start_runner()
+        return self
+
+    def _start_runner(self) -> None:
+        runner = self.runner = Runner(
+            self.store, self.storage, executor=self.executor, tracker=self.tracker
+        )
+        inner = runner.run_requested(self._bus(), self.group("runner")).handler
+        ours = set(self.project.pipelines)
+
+        def handle(event: Event) -> None:
+            data = event.data if isinstance(event.data, Mapping) else {}
+            if data.get("pipeline") not in ours:
+                return
+            inner(event)
+            self._count_run()
+
+        subscription = Subscription(
+            self._bus(), self.group("runner"), handle, types=[REQUESTED], start="earliest"
+        )
+        self.subscriptions.append(subscription)
+
+        def run() -> None:
+            for run_id in runner.resume_stale():
+                log.info("resumed run %s", run_id)
+                self._count_run()
+            subscription.run()
+
+        self._thread("runner", run)
+
+    def _count_run(self) -> None:
+        with self._lock:
+            self.runs_done += 1
+            if self.max_runs is not None and self.runs_done >= self.max_runs:
+                self.stop_event.set()
+
+    @property
+    def ready(self) -> bool:
+        """True once every subscription (the engine's included) has its partitions."""
+        subs = list(self.subscriptions)
+        if self.engine is not None and self.engine.patterns:
+            subs.append(self.engine.subscription)
+        return all(s.assignment for s in subs)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stopped (a role failed, `max_runs` reached, `stop()`) or `timeout`."""
+        return self.stop_event.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        for subscription in self.subscriptions:
+            subscription.stop(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        if "relay" in self.roles:
+            try:
+                OutboxRelay(self.store, self._buses[0]).relay_once()
+            except Exception as exc:
+                log.warning("final relay failed; events stay in the outbox: %s", exc)
+        for bus in self._buses:
+            bus.close()
+        self._buses.clear()
+        if self.executor is not None:
+            self.executor.close()
+
+
+__all__ = ["ROLES", "Worker"]
