@@ -57,6 +57,7 @@ bench: dev
 	$(BIN)/python benchmarks/bench_bus.py --write-readme
 	$(BIN)/python benchmarks/bench_ingest.py --write-readme
 	$(BIN)/python benchmarks/bench_ingest_http.py --write-readme
+	$(BIN)/python benchmarks/bench_pipelines.py --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache
