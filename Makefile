@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[examples]' 
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python

@@ -208,6 +208,7 @@ def test_the_demo_runs_to_completion(bus_url: str, tmp_path: Path) -> None:
     assert "nothing lost, nothing applied twice" in result.output
     assert "0 effects repeated" in result.output
     assert "accepted 197, rejected 3" in result.output
+    assert "succeeded - load_features succeeded" in result.output  # the trigger trained a model
 
 
 def test_the_demo_names_missing_example_data(bus_url: str, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """`eventops demo`: the loop so far, end to end on embedded defaults, narrated.
 
 Data enters through every ingestion path (files, HTTP, a stream on the bus) and becomes batches
-in the lake; their events drive consumer groups: a transform derives a feature dataset, an
+in the lake; their events trigger the example project's training pipeline and drive consumer
+groups: a transform derives a feature dataset, an
 idempotent "trainer" counts what it would train on (its effects survive a full replay
 unchanged), and a "notifier" whose webhook is down retries with backoff and parks the events it
 cannot deliver in the dead-letter topic with the error. Nothing is lost, nothing applied twice.
@@ -21,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from eventops.cli.demo_data import run_data_plane, show_catalog
+from eventops.cli.demo_training import run_training
 from eventops.cli.output import handle_errors
 from eventops.errors import EventOpsError
 from eventops.events.bus import dlq_topic, open_bus
@@ -68,6 +70,7 @@ def demo(
     ),
     data: Path = typer.Option(Path("examples/churn/data"), help="The example data to ingest."),
     events: int = typer.Option(1000, min=10, help="How many records to stream through the bus."),
+    train: bool = typer.Option(True, "--train/--no-train", help="Let the example project train."),
 ) -> None:
     """Run the loop so far on embedded defaults and print what happens."""
     shutil.rmtree(home, ignore_errors=True)
@@ -144,6 +147,12 @@ def demo(
     console.print(f"  trainer rewound: {tally['trainer.deliveries'] - ingested} events delivered again, "
                   f"{tally['trainer.effects'] - effects_before} effects repeated, rows still {tally['trainer.rows']:,}")  # fmt: skip
 
+    trained = True
+    if train:
+        console.print("\n[bold]6. training, started by the events[/bold]")
+        trained = run_training(console, lake, bus_url, home, data.parent / "project.py")
+        _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the run's events")
+
     console.print()
     show_catalog(console, lake)
     reader = bus.consumer(None, [dlq_topic(bus.prefix)], start="earliest")
@@ -164,6 +173,7 @@ def demo(
         and tally["trainer.rows"] == rows_before
         and len(dead) == rejected
         and relay.pending_count() == 0
+        and trained
     )
     store.close()
     bus.close()
