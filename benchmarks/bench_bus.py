@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from pathlib import Path
 from eventops.events.bus import Bus, open_bus
 from eventops.events.envelope import Event
 from eventops.events.subscription import Subscription
+from readme_section import machine_stamp, replace_section
 
 HERE = Path(__file__).parent
 PAYLOAD = "x" * 1000
@@ -320,21 +319,7 @@ def table(rows: list[Row]) -> str:
 
 
 def write_readme(text: str) -> None:
-    """Replace the bus section of benchmarks/README.md (created at the end if missing)."""
-    path = HERE / "README.md"
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- bus:begin -->", "<!-- bus:end -->"
-    stamp = (
-        f"_Run on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}._"
-    )
-    section = f"{begin}\n{stamp}\n\n{text}\n{end}"
-    if begin in content:
-        head, _, rest = content.partition(begin)
-        _, _, tail = rest.partition(end)
-        path.write_text(f"{head}{section}{tail}")
-    else:
-        path.write_text(content.rstrip() + f"\n\n## Event bus\n\n{section}\n")
+    replace_section("bus", "Event bus", f"{machine_stamp()}\n\n{text}")
 
 
 def main() -> None:

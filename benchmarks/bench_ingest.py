@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -37,9 +36,9 @@ import pyarrow.parquet as pq
 
 from eventops.lake import Lake, LakeStorage
 from eventops.store import Store
+from readme_section import machine_stamp, replace_section
 
 HERE = Path(__file__).parent
-BEGIN, END = "<!-- file-ingest:begin -->", "<!-- file-ingest:end -->"
 PARQUET_GOAL = 0.5  # of pyarrow's rows/s
 CSV_GOAL = 200_000  # rows/s
 CATEGORIES = {  # column -> number of distinct values
@@ -277,19 +276,8 @@ def table_markdown(rows: list[Row], nrows: int) -> str:
 
 
 def write_readme(text: str) -> None:
-    path = HERE / "README.md"
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    stamp = (
-        f"_Run on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, pyarrow {pa.__version__}, {time.strftime('%Y-%m-%d')}._"
-    )
-    section = f"{BEGIN}\n{stamp}\n\n{text}\n{END}"
-    if BEGIN in content and END in content:
-        head, _, rest = content.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        path.write_text(f"{head}{section}{tail}")
-    else:
-        path.write_text(f"{content.rstrip()}\n\n## File ingest\n\n{section}\n")
+    stamp = machine_stamp(f"pyarrow {pa.__version__}")
+    replace_section("file-ingest", "File ingest", f"{stamp}\n\n{text}")
 
 
 def main() -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import socket
 import subprocess
@@ -37,9 +35,9 @@ from eventops.events.bus import open_bus
 from eventops.ingest import records_to_table
 from eventops.lake import Lake, LakeStorage
 from eventops.store import OutboxRelay, Store
+from readme_section import machine_stamp, replace_section
 
 HERE = Path(__file__).parent
-BEGIN, END = "<!-- http-ingest:begin -->", "<!-- http-ingest:end -->"
 COUNTRIES = ["FR", "DE", "US", "JP", "BR", "IN", "NG", "GB"]
 
 
@@ -215,22 +213,13 @@ def table(http: Result, direct: Result, rows: int, clients: int, store: str) -> 
     )
 
 
-def write_readme(text: str, requests: int, path: Path = HERE / "README.md") -> None:
-    """Replace the http-ingest section (markers created if missing); other sections untouched."""
-    stamp = (
+def write_readme(text: str, requests: int) -> None:
+    stamp = machine_stamp().rstrip("._").lstrip("_")
+    intro = (
         f"_{requests:,} requests; baseline: the same batches committed in-process with "
-        f"`Lake.commit_batch`, one thread. Run on {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}._"
+        f"`Lake.commit_batch`, one thread. {stamp}._"
     )
-    section = f"{BEGIN}\n{stamp}\n\n{text}\n{END}"
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in content and END in content.split(BEGIN, 1)[1]:
-        head, _, rest = content.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        path.write_text(f"{head}{section}{tail}")
-    else:
-        intro = "## HTTP ingestion (`bench_ingest_http.py`)\n\n"
-        path.write_text(f"{content.rstrip()}\n\n{intro}{section}\n")
+    replace_section("http-ingest", "HTTP ingestion (`bench_ingest_http.py`)", f"{intro}\n\n{text}")
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from readme_section import machine_stamp, replace_section
 
 HERE = Path(__file__).resolve().parent
 
@@ -343,21 +344,7 @@ def table(
 
 
 def write_readme(text: str) -> None:
-    """Replace the pipelines section of benchmarks/README.md (appended at the end if missing)."""
-    path = HERE / "README.md"
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- pipelines:begin -->", "<!-- pipelines:end -->"
-    stamp = (
-        f"_Run on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}._"
-    )
-    section = f"{begin}\n{stamp}\n\n{text}\n{end}"
-    if begin in content:
-        head, _, rest = content.partition(begin)
-        _, _, tail = rest.partition(end)
-        path.write_text(f"{head}{section}{tail}")
-    else:
-        path.write_text(content.rstrip() + f"\n\n## Pipelines\n\n{section}\n")
+    replace_section("pipelines", "Pipelines", f"{machine_stamp()}\n\n{text}")
 
 
 def main() -> None:

@@ -264,6 +264,28 @@ def _stop_all(workers: set[_Worker]) -> None:
             worker.conn.close()
 
 
+def check_importable(call: StepCall, executor: str, where: str) -> None:
+    """Executors that run steps elsewhere import them by module and name: refuse, with what to
+    do, a step that cannot be found that way."""
+    if "<locals>" in call.qualname:
+        raise ValidationError(
+            f"step {call.step!r} ({call.module}.{call.qualname}) is defined inside a "
+            f"function; {executor} runs steps {where}, which import them by name: "
+            "define it at module level, or use InlineExecutor",
+            field=f"step.{call.step}",
+            rule="importable",
+        )
+    try:
+        resolve(call.module, call.qualname)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ValidationError(
+            f"step {call.step!r} cannot be imported as {call.module}.{call.qualname} ({exc}); "
+            f"{executor} needs steps defined at module level of an importable module",
+            field=f"step.{call.step}",
+            rule="importable",
+        ) from None
+
+
 class LocalExecutor:
     """Runs step attempts in a pool of `max_workers` long-lived worker processes.
 
@@ -300,23 +322,7 @@ class LocalExecutor:
     @staticmethod
     def check_importable(call: StepCall) -> None:
         """Refuse a step other processes cannot import, with a message saying what to do."""
-        if "<locals>" in call.qualname:
-            raise ValidationError(
-                f"step {call.step!r} ({call.module}.{call.qualname}) is defined inside a "
-                "function; LocalExecutor runs steps in other processes, which import them by "
-                "name: define it at module level, or use InlineExecutor",
-                field=f"step.{call.step}",
-                rule="importable",
-            )
-        try:
-            resolve(call.module, call.qualname)
-        except (ImportError, AttributeError, TypeError) as exc:
-            raise ValidationError(
-                f"step {call.step!r} cannot be imported as {call.module}.{call.qualname} ({exc}); "
-                "LocalExecutor needs steps defined at module level of an importable module",
-                field=f"step.{call.step}",
-                rule="importable",
-            ) from None
+        check_importable(call, "LocalExecutor", "in other processes")
 
     def warm_up(self) -> None:
         """Start all `max_workers` workers now rather than on first use."""

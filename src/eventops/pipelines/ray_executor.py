@@ -32,6 +32,7 @@ from eventops.pipelines.executors import (
     StepResult,
     _capture_and_run,
     _timed_out,
+    check_importable,
     resolve,
 )
 from eventops.quantities import parse_size
@@ -294,23 +295,7 @@ class RayExecutor:
     @staticmethod
     def check_importable(call: StepCall) -> None:
         """Refuse a step Ray workers cannot import, with a message saying what to do."""
-        if "<locals>" in call.qualname:
-            raise ValidationError(
-                f"step {call.step!r} ({call.module}.{call.qualname}) is defined inside a "
-                "function; RayExecutor runs steps in Ray workers, which import them by name: "
-                "define it at module level, or use InlineExecutor",
-                field=f"step.{call.step}",
-                rule="importable",
-            )
-        try:
-            resolve(call.module, call.qualname)
-        except (ImportError, AttributeError, TypeError) as exc:
-            raise ValidationError(
-                f"step {call.step!r} cannot be imported as {call.module}.{call.qualname} ({exc}); "
-                "RayExecutor needs steps defined at module level of an importable module",
-                field=f"step.{call.step}",
-                rule="importable",
-            ) from None
+        check_importable(call, "RayExecutor", "in Ray workers")
 
     def _check_feasible(self, call: StepCall, options: Mapping[str, Any]) -> None:
         wanted = _wanted(options)
