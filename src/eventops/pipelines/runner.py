@@ -319,7 +319,10 @@ class Runner:
             logs.append(f"--- attempt {attempt} ---\n{result.log}")
             if result.ok or fatal or attempt > options.retries or run.lost.is_set():
                 return result, attempt, "\n".join(logs)
-            time.sleep(options.backoff * 2 ** (attempt - 1))
+            if run.lost.wait(
+                options.backoff * 2 ** (attempt - 1)
+            ):  # backoff, unless the run is lost
+                return result, attempt, "\n".join(logs)
 
     def _cache_hit(self, key: str) -> dict[str, Any] | None:
         outputs = self.state.cached_outputs(key)
