@@ -75,11 +75,19 @@ class ModelVersionEvent(EventData):
 
 
 class ModelRegistered(ModelVersionEvent):
-    run_id: str | None = None
+    run_id: str | None = None  # the EventOps pipeline run that produced the version
+    pipeline: str | None = None
+    tracking_run_id: str | None = None  # its MLflow run
+    model_uri: str | None = None  # models:/<model>/<version>
     metrics: dict[str, float] = {}
 
 
 class ModelDecided(ModelVersionEvent):
+    """A promotion, rejection, rollback or request for approval, with the evidence behind it."""
+
+    alias: str = "champion"
+    previous_version: str | None = None  # the alias's version before (None: it had none)
+    actor: str = "gate"  # "gate", or who ran `eventops models promote|rollback`
     evidence: dict[str, Any] = {}
 
 
@@ -87,11 +95,14 @@ class DeploymentEvent(EventData):
     deployment: str
     model: str
     version: str
+    previous_version: str | None = None
+    alias: str | None = None
 
 
 class FeedbackReceived(EventData):
     prediction_id: str
     label: Any
+    deployment: str | None = None
 
 
 class MonitorEvent(EventData):
@@ -124,6 +135,8 @@ CATALOG: dict[str, type[EventData]] = {
     "model.version.registered": ModelRegistered,
     "model.version.promoted": ModelDecided,
     "model.version.rejected": ModelDecided,
+    "model.version.rolled_back": ModelDecided,
+    "model.version.approval_requested": ModelDecided,
     "deployment.updated": DeploymentEvent,
     "deployment.rolled_back": DeploymentEvent,
     "feedback.received": FeedbackReceived,

@@ -67,7 +67,9 @@ class Metric:
 class StepContext:
     """One attempt's collector: what the step logged and read."""
 
-    info: Mapping[str, Any] = field(default_factory=dict)  # run_id, step, store_url, lake_url
+    # run_id, pipeline, step, store_url, lake_url, tracking_uri, tracking_run_id (None when the
+    # run is not tracked), correlation_id, cause_id (the run's `pipeline.run.requested` event)
+    info: Mapping[str, Any] = field(default_factory=dict)
     metrics: list[Metric] = field(default_factory=list)
     reads: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -294,6 +294,11 @@ class Runner:
             "step": node.name,
             "store_url": self.store.url.render_as_string(hide_password=False),
             "lake_url": self.artifacts.storage.url,
+            # for what a step records beside its output (a model registered from the run)
+            "tracking_uri": getattr(self.tracker, "tracking_uri", None),
+            "tracking_run_id": None if run.tracking_broken else run.tracking_id,
+            "correlation_id": run.correlation_id,
+            "cause_id": run.cause_id,
         }
         call = StepCall(
             node.name,
