@@ -1,13 +1,18 @@
-"""The churn example as an EventOps project: a dataset, a feature transform, a training pipeline.
+"""The churn example as an EventOps project: a dataset, a feature transform, a training pipeline
+that registers its model, the gate that promotes it and the deployment that serves it.
 
     eventops apply --project examples/churn/project.py          # record it (datasets declared)
-    eventops worker --project examples/churn/project.py         # triggers, runner, transforms, relay
+    eventops worker --project examples/churn/project.py         # triggers, runner, gates, relay...
     eventops ingest churn examples/churn/data/customers.csv     # 800 new rows: train_churn runs
     eventops run train_churn --project examples/churn/project.py  # or run it by hand
+    eventops serve --deployment churn-api --project examples/churn/project.py
 
-`train_churn` reads every committed batch of `churn` from the lake, holds out a stratified
-test split, fits a scikit-learn LogisticRegression and returns accuracy and ROC AUC on the
-holdout. It runs when at least 500 new rows have arrived, at most once a minute.
+`train_churn` reads every committed batch of `churn` from the lake, holds out the customers whose
+id falls in a fixed hash bucket (the same customers in every run), fits a scikit-learn
+LogisticRegression, logs accuracy and ROC AUC on the holdout and registers the model as a new
+version of `churn`. It runs when at least 500 new rows have arrived, at most once a minute. The
+`churn` gate compares each new version with the champion on the holdout; `churn-api` serves
+whichever version is the champion and swaps when that changes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from eventops.lake.transforms import Transform
 from eventops.pipelines import log_metrics, read_dataset
 from eventops.pipelines.dsl import pipeline, step
 from eventops.pipelines.triggers import manual, on_new_data
+from eventops.registry import Gate, register_model
+from eventops.serving import Deployment
 
 project_name = "churn"
 
@@ -64,22 +71,35 @@ def load_features(dataset: str) -> pa.Table:
         "basic": np.asarray(pc.fill_null(pc.equal(plan, "basic"), False), dtype=float),
         "premium": np.asarray(pc.fill_null(pc.equal(plan, "premium"), False), dtype=float),
         "support_calls": _column(raw, "support_calls"),
+        "customer_id": np.asarray(raw["customer_id"].to_numpy(zero_copy_only=False), dtype=int),
         LABEL: np.asarray(raw[LABEL].to_numpy(zero_copy_only=False), dtype=int),
     }
     print(f"loaded {raw.num_rows} rows of {dataset}")
     return pa.table(features)
 
 
-@step
-def split(features: pa.Table, test_size: float, seed: int) -> dict[str, Any]:
-    from sklearn.model_selection import train_test_split
+def _in_holdout(ids: np.ndarray[Any, Any], share: float) -> np.ndarray[Any, Any]:
+    """A customer's side of the split depends on its id alone, so every run, whatever data it
+    sees, holds out the same customers: a promotion gate can score the new model and the
+    champion on rows neither was trained on."""
+    buckets = (ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(1000)
+    return buckets < np.uint64(int(share * 1000))
 
-    x = np.column_stack([features[c].to_numpy() for c in FEATURES])
-    y = features[LABEL].to_numpy()
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, random_state=seed, stratify=y
-    )
-    return {"x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test}
+
+@step
+def split(features: pa.Table, test_size: float) -> dict[str, Any]:
+    import pandas as pd
+
+    frame = features.to_pandas()
+    holdout = _in_holdout(frame["customer_id"].to_numpy(), test_size)
+    train_rows, test_rows = frame[~holdout], frame[holdout]
+    return {
+        "x_train": train_rows[FEATURES].reset_index(drop=True),
+        "y_train": train_rows[LABEL].to_numpy(),
+        "x_test": test_rows[FEATURES].reset_index(drop=True),
+        "y_test": test_rows[LABEL].to_numpy(),
+        "holdout": pd.concat([test_rows[FEATURES], test_rows[[LABEL]]], axis=1),
+    }
 
 
 @step
@@ -105,16 +125,51 @@ def evaluate(model: Any, data: dict[str, Any]) -> dict[str, float]:
         "rows_test": float(len(data["y_test"])),
     }
     print(f"holdout metrics: {metrics}")
-    log_metrics(metrics)  # onto the run's MLflow run, where a promotion gate can read them
+    log_metrics(metrics)  # onto the run's MLflow run
     return metrics
+
+
+@step
+def register(model: Any, data: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """Register the model with its signature, input example and holdout; the gate below decides
+    whether it becomes the champion that `churn-api` serves."""
+    version = register_model(
+        model,
+        "churn",
+        input_example=data["x_test"].head(5),
+        holdout=data["holdout"],
+        label=LABEL,
+        metrics=metrics,
+    )
+    print(f"registered churn version {version.version}")
+    return {"model": "churn", "version": version.version}
 
 
 @pipeline(
     triggers=[on_new_data("churn", min_new_rows=500, cooldown="1m"), manual()],
 )
-def train_churn(
-    dataset: str = "churn", test_size: float = 0.25, seed: int = 7, c: float = 1.0
-) -> None:
-    """Train a churn classifier on everything ingested so far and score it on a holdout."""
-    data = split(load_features(dataset), test_size, seed)
-    evaluate(train(data, c), data)
+def train_churn(dataset: str = "churn", test_size: float = 0.25, c: float = 1.0) -> None:
+    """Train a churn classifier on everything ingested so far, score it on the customers held
+    out and register it; the `churn` gate promotes it if it beats the champion."""
+    data = split(load_features(dataset), test_size)
+    model = train(data, c)
+    register(model, data, evaluate(model, data))
+
+
+# A candidate becomes the champion only if its AUC on the holdout is not below the champion's
+# (scored on the same rows) and its accuracy stays above 0.6.
+gates = [
+    Gate(
+        model="churn",
+        metric="auc",
+        direction="maximize",
+        min_gain=0.0,
+        guardrails={"accuracy": ">= 0.6"},
+    )
+]
+
+# `eventops serve --deployment churn-api --project examples/churn/project.py` serves the
+# champion and swaps to each new one; every prediction is captured for monitoring.
+deployments = [
+    Deployment(name="churn-api", model="churn", alias="champion", capture_sample=1.0, port=8080)
+]

@@ -19,13 +19,13 @@ from eventops.store.projects import ProjectRow
 
 SOURCE = "/eventops/projects"
 APPLIED = "audit.project.applied"
-SECTIONS = ("datasets", "pipelines", "transforms", "deployments", "monitors", "alerts")
+SECTIONS = ("datasets", "pipelines", "transforms", "gates", "deployments", "monitors", "alerts")
 Action = Literal["create", "change", "remove", "unchanged"]
 
 
 @dataclass(frozen=True)
 class PlanItem:
-    kind: str  # datasets, pipelines, transforms, deployments, monitors, alerts
+    kind: str  # one of SECTIONS
     name: str
     action: Action
     fields: tuple[str, ...] = ()  # for a change: the top-level keys that differ

@@ -8,7 +8,9 @@ At module level a project declares
   a module-level name. They are collected from the module's globals, not from the global
   `PIPELINES` registry, so two projects loaded in one process never mix;
 - ``transforms``: a list of `Transform`;
-- ``deployments``, ``monitors``, ``alerts``: lists, accepted and kept opaque for now;
+- ``gates``: a list of `Gate` (promotion gates, at most one per model);
+- ``deployments``: a list of `Deployment` (model servers, unique names);
+- ``monitors``, ``alerts``: lists, accepted and kept opaque for now;
 - optionally ``project_name`` (default: the file's stem, or its folder's name when the file is
   ``project.py`` / ``__init__.py``).
 
@@ -52,8 +54,10 @@ from eventops.lake.spec import DatasetSpec
 from eventops.lake.transforms import Transform, check_graph
 from eventops.pipelines.dsl import Pipeline
 from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule
+from eventops.registry.gates import Gate
+from eventops.serving.deployment import Deployment
 
-OPAQUE = ("deployments", "monitors", "alerts")
+OPAQUE = ("monitors", "alerts")
 
 # module name -> folder this loader put on sys.path for it
 _PATHS: dict[str, str] = {}
@@ -87,7 +91,8 @@ class Project:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     transforms: list[Transform] = field(default_factory=list)
-    deployments: list[Any] = field(default_factory=list)
+    gates: dict[str, Gate] = field(default_factory=dict)  # by model
+    deployments: dict[str, Deployment] = field(default_factory=dict)  # by name
     monitors: list[Any] = field(default_factory=list)
     alerts: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -103,6 +108,10 @@ class Project:
             "datasets": {n: s.model_dump(mode="json") for n, s in sorted(self.datasets.items())},
             "pipelines": {n: _pipeline_definition(p) for n, p in sorted(self.pipelines.items())},
             "transforms": {t.name: _transform_definition(t) for t in self.transforms},
+            "gates": {m: g.model_dump(mode="json") for m, g in sorted(self.gates.items())},
+            "deployments": {
+                n: d.model_dump(mode="json") for n, d in sorted(self.deployments.items())
+            },
             **{k: _opaque_definition(getattr(self, k)) for k in OPAQUE},
         }
 
@@ -324,10 +333,37 @@ def _collect(
                 f"transform {t.name!r} reads dataset {t.source!r}, which the project does not "
                 f"declare (declared: {', '.join(sorted(project.datasets)) or 'none'})"
             )
+    project.gates = _named(module, "gates", Gate, "model", given)
+    project.deployments = _named(module, "deployments", Deployment, "name", given)
     for key in OPAQUE:
         setattr(project, key, _as_list(module, key, given))
     _finish_warnings(project)
     return project
+
+
+def _named(
+    module: types.ModuleType, key: str, kind: type[Any], by: str, given: Path
+) -> dict[str, Any]:
+    """`key`'s items, each a `kind`, by their `by` attribute (which must be unique)."""
+    found: dict[str, Any] = {}
+    for index, item in enumerate(_as_list(module, key, given)):
+        if not isinstance(item, kind):
+            raise ProjectError(
+                f"{key}[{index}] is a {type(item).__name__}, not a {kind.__name__}",
+                path=given,
+                field=f"{key}[{index}]",
+                rule="type",
+            )
+        name = getattr(item, by)
+        if name in found:
+            raise ProjectError(
+                f"{key}: {by} {name!r} appears twice",
+                path=given,
+                field=f"{key}[{index}].{by}",
+                rule="unique",
+            )
+        found[name] = item
+    return found
 
 
 def _dataset(item: Any, base: Path, given: Path, index: int) -> DatasetSpec:

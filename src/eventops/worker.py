@@ -19,11 +19,12 @@ from eventops.pipelines.runner import REQUESTED, Runner
 from eventops.pipelines.tracking import Tracker
 from eventops.pipelines.triggers import TriggerEngine
 from eventops.project import Project
+from eventops.registry import GateService, Registry
 from eventops.store import OutboxRelay, Store
 
 log = logging.getLogger(__name__)
 
-ROLES = ("triggers", "runner", "transforms", "relay")
+ROLES = ("triggers", "runner", "transforms", "gates", "relay")
 
 
 class Worker:
@@ -33,6 +34,8 @@ class Worker:
     - ``runner``: `Runner.resume_stale()` at start, then every `pipeline.run.requested` for one of
       the project's pipelines (requests for other pipelines are left to their own workers);
     - ``transforms``: a `TransformRunner` over the project's transforms;
+    - ``gates``: a `GateService` deciding every `model.version.registered` with the project's
+      gates (needs a `Registry`; without one the role is skipped with a warning);
     - ``relay``: the outbox relay loop.
 
     Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
@@ -53,8 +56,10 @@ class Worker:
         relay_interval: float = 0.2,
         max_runs: int | None = None,
         tracker: Tracker | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.tracker = tracker
+        self.registry = registry
         self.roles = tuple(dict.fromkeys(roles))
         unknown = [r for r in self.roles if r not in ROLES]
         if unknown:
@@ -129,6 +134,14 @@ class Worker:
             )
             self.subscriptions.append(self.transforms.subscription)
             self.transforms.subscription.start()
+        if "gates" in self.roles:
+            if self.registry is None:
+                log.warning("role gates skipped: the worker was given no model registry")
+            else:
+                service = GateService(self.registry, list(self.project.gates.values()))
+                subscription = service.subscription(self._bus(), self.group("gates"))
+                self.subscriptions.append(subscription)
+                subscription.start()
         if "runner" in self.roles:
             self._start_runner()
         return self

@@ -35,7 +35,9 @@ from eventops.ingest.files import ingest_file
 from eventops.lake import Lake
 from eventops.pipelines.executors import InlineExecutor
 from eventops.pipelines.runner import Runner
+from eventops.pipelines.tracking import tracker_from_settings
 from eventops.project import ProjectError, load_project
+from eventops.registry import Registry
 from eventops.store import OutboxEntry, OutboxRelay
 from eventops.store.projects import ProjectRow
 from eventops.worker import Worker
@@ -90,13 +92,18 @@ def test_the_example_project_loads_with_its_dataset_transform_and_pipeline() -> 
     assert [t.name for t in project.transforms] == ["churn_features"]
     assert list(project.pipelines) == ["train_churn"]
     assert [n.name for n in project.pipelines["train_churn"].graph] == [
-        "load_features", "split", "train", "evaluate",
+        "load_features", "split", "train", "evaluate", "register",
     ]  # fmt: skip
+    assert list(project.gates) == ["churn"] and project.gates["churn"].metric == "auc"
+    assert list(project.deployments) == ["churn-api"]
+    assert project.deployments["churn-api"].model_uri == "models:/churn@champion"
     assert [r.definition()["kind"] for _, r in project.rules()] == ["event", "manual"]
     assert project.warnings == []
     definition = project.definition()
     assert definition["pipelines"]["train_churn"]["triggers"][0]["min_new_rows"] == 500
     assert definition["transforms"]["churn_features"]["source"] == "churn"
+    assert definition["gates"]["churn"]["guardrails"] == {"accuracy": ">= 0.6"}
+    assert definition["deployments"]["churn-api"]["alias"] == "champion"
     assert load_project(EXAMPLE).digest == project.digest  # canonical: a reload digests the same
 
 
@@ -164,6 +171,21 @@ BAD_PROJECTS = {
         "pipeline 'p': trigger #1 is a str, not a rule",
     ),
     "datasets-not-a-list": ("datasets = 'churn.toml'\n", "type", None, "`datasets` must be a list"),
+    "gate-not-a-gate": ("gates = [{'model': 'churn'}]\n", "type", None, "gates[0] is a dict"),
+    "two-gates-for-one-model": (
+        "from eventops.registry import Gate\n"
+        "gates = [Gate(model='churn', metric='auc'), Gate(model='churn', metric='f1')]\n",
+        "unique",
+        None,
+        "gates: model 'churn' appears twice",
+    ),
+    "two-deployments-one-name": (
+        "from eventops.serving import Deployment\n"
+        "deployments = [Deployment(name='api', model='a'), Deployment(name='api', model='b')]\n",
+        "unique",
+        None,
+        "deployments: name 'api' appears twice",
+    ),
     "bad-dataset-spec": (
         "from eventops.lake import DatasetSpec\ndatasets = [{'name': 'Bad Name'}]\n",
         "string_pattern_mismatch",
@@ -211,7 +233,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
     assert first.exit_code == 0, first.output
     for name in ("churn", "train_churn", "churn_features"):
         assert any(name in line and "create" in line for line in first.output.splitlines())
-    assert "3 to create, 0 to change, 0 to remove" in first.output
+    assert "5 to create, 0 to change, 0 to remove" in first.output
 
     again = cli.invoke(app, ["apply", "--project", str(EXAMPLE)])
     assert again.exit_code == 0, again.output
@@ -229,7 +251,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
         assert len(audits) == 1  # the second apply changed nothing and audited nothing
         data = json.loads(audits[0].payload)["data"]
         assert (data["actor"], data["action"], data["resource"]) == ("ci", "apply", "project/churn")
-        assert data["changes"] == {"create": 3, "change": 0, "remove": 0}
+        assert data["changes"] == {"create": 5, "change": 0, "remove": 0}
 
         # change one check of the dataset: a "change" of that dataset, nothing else
         changed = copy_example(tmp_path / "edited")
@@ -253,7 +275,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
 def test_dry_run_exit_codes(home: Path, tmp_path: Path) -> None:
     ok = cli.invoke(app, ["apply", "--project", str(EXAMPLE), "--dry-run"])
     assert ok.exit_code == 0, ok.output
-    assert "3 to create" in ok.output
+    assert "5 to create" in ok.output
     bad = write(tmp_path, BAD_PROJECTS["unknown-event-type"][0], "bad_for_ci.py")
     refused = cli.invoke(app, ["apply", "--project", str(bad), "--dry-run"])
     assert refused.exit_code == ValidationError.exit_code, refused.output
@@ -305,23 +327,40 @@ def test_worker_cli_closes_the_loop_ingest_trigger_train(home: Path, lake: Lake)
 
 
 @pytest.mark.slow
-def test_a_running_worker_trains_when_data_arrives(home: Path, lake: Lake) -> None:
+def test_a_running_worker_trains_registers_and_promotes_when_data_arrives(
+    home: Path, lake: Lake
+) -> None:
     project = load_project(EXAMPLE)
     settings = load_settings()
+    registry = Registry.from_settings(settings)
     worker = Worker(
         project, lake.store, lake.storage, lambda: open_configured_bus(settings),
-        executor=InlineExecutor(), tick_interval=0.2, max_runs=1,
+        executor=InlineExecutor(), tick_interval=0.2, tracker=tracker_from_settings(settings),
+        registry=registry,
     )  # fmt: skip
+    assert worker.roles == ("triggers", "runner", "transforms", "gates", "relay")
     worker.start()
     try:
         wait_for(lambda: worker.ready, timeout=10)
         lake.declare(project.datasets["churn"])
         _ingest_csv(lake)
-        assert worker.wait(30), "no run within 30s"
+        # ingested -> trigger -> run -> register_model -> gate -> champion, all through the bus
+        def champion() -> str | None:
+            try:
+                return registry.alias("churn")
+            except NotFound:  # not registered yet
+                return None
+
+        wait_for(lambda: champion() == "1" or worker.errors, timeout=60)
     finally:
         worker.stop()
     assert worker.errors == []
     _check_training_run(lake)
+    decision = registry.decisions("churn")[0]
+    assert (decision.decision, decision.version, decision.actor) == ("promoted", "1", "gate")
+    assert decision.evidence["guardrails"]["accuracy"]["pass"] is True
+    version = registry.version("churn", "1")
+    assert version.tags["eventops.pipeline"] == "train_churn"
 
 
 def test_worker_stops_on_timeout_and_on_sigterm(home: Path) -> None:

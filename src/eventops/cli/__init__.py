@@ -21,8 +21,10 @@ from eventops.cli import (
     ingest_cmd,
     pipelines_cmd,
     project_cmd,
+    serve_cmd,
     sql_cmd,
 )
+from eventops.cli.models_cmd import app as models_app
 
 app = typer.Typer(
     name="eventops",
@@ -61,3 +63,6 @@ app.add_typer(pipelines_cmd.app, name="runs")
 app.command(name="apply")(project_cmd.apply_cmd)
 app.command(name="worker")(project_cmd.worker_cmd)
 app.command(name="demo")(demo_cmd.demo)
+app.add_typer(models_app, name="models", help="Registered models: versions, aliases, decisions.")
+app.command(name="serve")(serve_cmd.serve)
+app.command(name="predict")(serve_cmd.predict)

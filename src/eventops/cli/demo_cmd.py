@@ -22,13 +22,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from eventops.cli.demo_data import run_data_plane, show_catalog
-from eventops.cli.demo_training import run_training
+from eventops.cli.demo_serving import run_serving
+from eventops.cli.demo_training import demo_tracker, run_training
 from eventops.cli.output import handle_errors
 from eventops.errors import EventOpsError
 from eventops.events.bus import dlq_topic, open_bus
 from eventops.events.envelope import Event
 from eventops.events.subscription import RetryPolicy, Subscription
 from eventops.lake import Lake, LakeStorage
+from eventops.project import load_project
 from eventops.store import BatchRow, OutboxRelay, RejectionRow, Store, idempotent
 
 console = Console(highlight=False)
@@ -71,6 +73,7 @@ def demo(
     data: Path = typer.Option(Path("examples/churn/data"), help="The example data to ingest."),
     events: int = typer.Option(1000, min=10, help="How many records to stream through the bus."),
     train: bool = typer.Option(True, "--train/--no-train", help="Let the example project train."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Promote and serve the model."),
 ) -> None:
     """Run the loop so far on embedded defaults and print what happens."""
     shutil.rmtree(home, ignore_errors=True)
@@ -147,10 +150,15 @@ def demo(
     console.print(f"  trainer rewound: {tally['trainer.deliveries'] - ingested} events delivered again, "
                   f"{tally['trainer.effects'] - effects_before} effects repeated, rows still {tally['trainer.rows']:,}")  # fmt: skip
 
-    trained = True
+    trained = served = True
     if train:
         console.print("\n[bold]6. training, started by the events[/bold]")
-        trained = run_training(console, lake, bus_url, home, data.parent / "project.py")
+        project = load_project(data.parent / "project.py")
+        trained = run_training(console, lake, bus_url, home, project)
+        if trained and serve:
+            console.print("\n[bold]7. promotion and serving, driven by the events[/bold]")
+            tracker = demo_tracker(lake, home)
+            served = run_serving(console, lake, bus_url, home, project, tracker, data)
         _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the run's events")
 
     console.print()
@@ -174,6 +182,7 @@ def demo(
         and len(dead) == rejected
         and relay.pending_count() == 0
         and trained
+        and served
     )
     store.close()
     bus.close()
@@ -182,5 +191,7 @@ def demo(
     )
     console.print(f"Look around: eventops events tail --bus {bus_url} --from-beginning --max 5")
     console.print(f"             EVENTOPS_HOME={home} eventops datasets show churn")
+    if train and serve:
+        console.print(f"             EVENTOPS_HOME={home} eventops models show churn")
     if not ok:
         raise typer.Exit(1)

@@ -33,6 +33,7 @@ from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
 from eventops.pipelines.tracking import tracker_from_settings
 from eventops.project import Project, load_project, resolve_path
+from eventops.registry import Registry
 from eventops.store import Store
 from eventops.worker import ROLES, Worker
 
@@ -178,6 +179,7 @@ def worker_cmd(
         triggers_from=start,
         max_runs=max_runs,
         tracker=tracker_from_settings(settings),
+        registry=Registry.from_settings(settings),
     )
     console = _console()
     previous = _install_signals(worker.stop_event)
@@ -187,7 +189,7 @@ def worker_cmd(
         console.print(
             f"worker for project [cyan]{loaded.name}[/cyan]: roles {', '.join(worker.roles)}; "
             f"{len(loaded.pipelines)} pipeline(s), {len(loaded.rules())} trigger(s), "
-            f"{len(loaded.transforms)} transform(s)"
+            f"{len(loaded.transforms)} transform(s), {len(loaded.gates)} gate(s)"
         )
         stopped = worker.wait(timeout)
         reason = "stopped" if stopped else f"timeout after {timeout:g}s"

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from eventops.store import catalog as _catalog_tables  # noqa: F401  (registers the catalog tables)
 from eventops.store import pipelines as _pipeline_tables  # noqa: F401  (registers the pipeline tables)
 from eventops.store import projects as _project_tables  # noqa: F401  (registers the projects table)
+from eventops.store import registry as _registry_tables  # noqa: F401  (registers model_decisions)
 from eventops.store.migrations import VERSION_TABLE
 from eventops.store.tables import Base
 

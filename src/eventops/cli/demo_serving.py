@@ -1,0 +1,267 @@
+"""The serving half of `eventops demo`: the registered model is promoted by the project's gate,
+served by its deployment, asked for predictions, retrained, swapped under load and rolled back.
+
+Nothing here calls the server to change model: the registry's decisions are events, and the
+running server follows them off the bus, as it would in production.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+
+from eventops.config import Settings
+from eventops.errors import EventOpsError
+from eventops.events.bus import open_bus
+from eventops.lake import Lake
+from eventops.pipelines.executors import InlineExecutor
+from eventops.pipelines.runner import Runner
+from eventops.pipelines.tracking import Tracker
+from eventops.project import Project
+from eventops.registry import Registry
+from eventops.serving.server import ServerParts, build_server
+from eventops.worker import Worker
+
+MODEL = "churn"
+DEPLOYMENT = "churn-api"
+
+
+def _wait(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise EventOpsError(f"demo: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Server:
+    """The deployment's app under uvicorn in a thread of this process, on a free port."""
+
+    def __init__(self, parts: ServerParts) -> None:
+        self.parts = parts
+        self.port = _free_port()
+        config = uvicorn.Config(
+            parts.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="demo-serve", daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        _wait(lambda: self.server.started, "the model server to start", 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.parts.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class _Load:
+    """Steady requests from a few threads while the model changes; counts what failed."""
+
+    def __init__(self, url: str, body: dict[str, Any], threads: int = 4) -> None:
+        self.url, self.body = url, body
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = self.failed = 0
+        self.versions: dict[str, int] = {}
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.stop.is_set():
+                try:
+                    reply = client.post("/invocations", json=self.body)
+                    ok, version = reply.status_code == 200, reply.headers.get("x-model-version")
+                except httpx.HTTPError:
+                    ok, version = False, None
+                with self.lock:
+                    self.sent += 1
+                    self.failed += not ok
+                    if version:
+                        self.versions[version] = self.versions.get(version, 0) + 1
+
+    def __enter__(self) -> _Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
+def _rows(data: Path, count: int) -> list[dict[str, float]]:
+    """Model inputs for the first customers of the example data (the project's features)."""
+    import csv
+
+    rows = []
+    with (data / "customers.csv").open() as handle:
+        for record in list(csv.DictReader(handle))[:count]:
+            rows.append(
+                {
+                    "tenure_months": float(record["tenure_months"]),
+                    "monthly_charges": float(record["monthly_charges"]),
+                    "basic": float(record["plan"] == "basic"),
+                    "premium": float(record["plan"] == "premium"),
+                    "support_calls": 0.0,
+                }
+            )
+    return rows
+
+
+def _version_served(client: httpx.Client, body: dict[str, Any]) -> str | None:
+    reply = client.post("/invocations", json=body)
+    return reply.headers.get("x-model-version") if reply.status_code == 200 else None
+
+
+def _decision_line(registry: Registry, version: str) -> str:
+    found = [d for d in registry.decisions(MODEL) if d.version == version]
+    if not found:
+        return f"version {version}: no decision"
+    d = found[0]
+    ev = d.evidence
+    if "candidate" in ev and ev.get("champion") is not None:
+        detail = (
+            f"{ev.get('metric')} {float(ev['candidate']):.3f} vs champion "
+            f"{float(ev['champion']):.3f} on the same {ev.get('holdout', {}).get('rows', '?')} "
+            "holdout rows"
+        )
+    else:
+        detail = str(ev.get("reason") or ev.get("summary") or "no champion yet")
+    return f"version {version}: [bold]{d.decision}[/bold] by {d.actor} ({detail})"
+
+
+def run_serving(
+    console: Console,
+    lake: Lake,
+    bus_url: str,
+    home: Path,
+    project: Project,
+    tracker: Tracker,
+    data: Path,
+) -> bool:
+    settings = Settings(home=home)
+    registry = Registry(settings.tracking_uri, lake.store, lake_url=settings.lake_url)
+    worker = Worker(
+        project, lake.store, lake.storage, lambda: open_bus(bus_url),
+        roles=("gates", "relay"), triggers_from="earliest", registry=registry,
+    )  # fmt: skip
+    worker.start()
+    try:
+        return _serve(console, lake, settings, project, registry, tracker, data)
+    finally:
+        worker.stop()
+        if worker.errors:
+            console.print(f"  [red]worker: {worker.errors[0]}[/red]")
+
+
+def _serve(
+    console: Console,
+    lake: Lake,
+    settings: Settings,
+    project: Project,
+    registry: Registry,
+    tracker: Tracker,
+    data: Path,
+) -> bool:
+    _wait(lambda: registry.alias(MODEL) is not None, "the gate to promote the first model", 90)
+    first = registry.alias(MODEL)
+    assert first is not None
+    console.print(f"  gate {MODEL}: {_decision_line(registry, first)}")
+
+    deployment = project.deployments[DEPLOYMENT].model_copy(
+        update={"capture_flush_rows": 50, "capture_flush_seconds": 0.5, "poll_seconds": 5.0}
+    )
+    parts = build_server(deployment, settings)
+    rows = _rows(data, 5)
+    body = {"dataframe_records": rows}
+    ok = True
+    with _Server(parts) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        console.print(
+            f"  serving {deployment.model_uri} (version {first}) as {deployment.name} on {server.url}"
+        )
+        reply = client.post("/invocations", json=body)
+        reply.raise_for_status()
+        answer = reply.json()
+        console.print(
+            f"  POST /invocations, 5 customers -> {answer['predictions']} "
+            f"(version {reply.headers['x-model-version']}, ids {answer['prediction_ids'][0][:13]}...)"
+        )
+        bad = client.post(
+            "/invocations", json={"dataframe_records": [{"tenure_months": "soon", "basic": 1}]}
+        )
+        problem = bad.json().get("error") or {}
+        console.print(
+            f"  a bad request -> {bad.status_code}: {problem.get('field')}: "
+            f"{problem.get('message')} (rule {problem.get('rule')})"
+        )
+        v2 = client.post(
+            f"/v2/models/{deployment.name}/infer",
+            json={"inputs": [{"name": k, "shape": [1], "datatype": "FP64", "data": [v]}
+                             for k, v in rows[0].items()]},
+        )  # fmt: skip
+        console.print(
+            f"  Open Inference Protocol v2 infer -> {v2.status_code} {v2.json().get('outputs')}"
+        )
+        labels = [{"prediction_id": pid, "label": 0} for pid in answer["prediction_ids"][:3]]
+        fed = client.post("/feedback", json=labels)
+        console.print(f"  POST /feedback, 3 labels -> {fed.status_code} (feedback.received events)")
+
+        console.print("  retraining with c=0.05 (a manual run; its model goes through the gate)")
+        runner = Runner(lake.store, lake.storage, executor=InlineExecutor(), tracker=tracker)
+        run = runner.run("train_churn", {"c": 0.05})
+        if run.status != "succeeded":
+            console.print(f"  [red]retraining failed: {run.error}[/red]")
+            return False
+        second = str(int(first) + 1)
+        _wait(lambda: any(d.version == second for d in registry.decisions(MODEL)), "the gate", 90)
+        console.print(f"  gate {MODEL}: {_decision_line(registry, second)}")
+        with _Load(server.url, body) as load:
+            if registry.alias(MODEL) != second:
+                registry.promote(
+                    MODEL, second, actor="demo", evidence={"reason": "operator override"}
+                )
+                console.print(f"  operator: eventops models promote {MODEL} {second}")
+            _wait(lambda: _version_served(client, body) == second, "the server to swap", 60)
+            console.print(f"  server swapped to version {second} (deployment.updated)")
+            registry.rollback(MODEL, actor="demo")
+            console.print(f"  operator: eventops models rollback {MODEL}")
+            _wait(lambda: _version_served(client, body) == first, "the swap back", 60)
+            console.print(f"  server swapped back to version {first}")
+        console.print(
+            f"  steady load across both swaps: {load.sent} requests, {load.failed} failed, "
+            f"answered by versions {dict(sorted(load.versions.items()))}"
+        )
+        ok = ok and load.failed == 0 and 400 <= bad.status_code < 500 and fed.status_code < 300
+        metrics = client.get("/metrics").text
+        served = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("eventops_serving_requests_total{")
+        )
+        console.print(f"  GET /metrics: {served:.0f} requests counted")
+    dataset = deployment.capture_dataset
+    captured = sum(b.rows for b in lake.batches(dataset))
+    console.print(f"  captured for monitoring: {captured} predictions in dataset {dataset}")
+    return ok and captured > 0
