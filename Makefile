@@ -28,7 +28,7 @@ dev: $(VENV)/.dev-installed
 demo: install
 	$(BIN)/eventops demo
 
-## services: start what the tests need and is not running (PostgreSQL); Kafka (tansu) is started by the tests
+## services: start what the tests need and is not running (PostgreSQL, promtool); Kafka (tansu) is started by the tests
 services:
 	@if ! $(BIN)/python -c "import socket; socket.create_connection(('$(PG_HOST)', $(PG_PORT)), 2)" 2>/dev/null; then \
 		echo "PostgreSQL is not answering on $(PG_HOST):$(PG_PORT); starting it"; \
@@ -36,6 +36,10 @@ services:
 	fi
 	@$(BIN)/python -c "import socket; socket.create_connection(('$(PG_HOST)', $(PG_PORT)), 5)" \
 		|| (echo "PostgreSQL unreachable on $(PG_HOST):$(PG_PORT): the tests need it" >&2; exit 1)
+	@command -v promtool >/dev/null || { echo "promtool missing; installing Debian's prometheus package"; \
+		apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }
+	@command -v promtool >/dev/null || (echo "promtool not found: the deploy/prometheus tests need it" >&2; exit 1)
 
 ## lint: formatting, lint rules, strict typing and the layer contract
 lint: dev
@@ -58,6 +62,7 @@ bench: dev
 	$(BIN)/python benchmarks/bench_ingest.py --write-readme
 	$(BIN)/python benchmarks/bench_ingest_http.py --write-readme
 	$(BIN)/python benchmarks/bench_pipelines.py --write-readme
+	$(BIN)/python benchmarks/bench_drift.py --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache

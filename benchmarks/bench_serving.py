@@ -290,6 +290,9 @@ def table(
     results: dict[tuple[str, int], Load], swap: dict[str, float] | None, args: argparse.Namespace
 ) -> str:
     lines = [
+        "Model: scikit-learn RandomForestClassifier (100 trees, 20 features) saved with "
+        '`mlflow.sklearn.save_model(serialization_format="cloudpickle")`; requests are '
+        "`dataframe_split` JSON. "
         f"Requests/s and latency at {args.connections} concurrent connections "
         f"({'wrk -t1' if shutil.which('wrk') else 'asyncio client'}, median of {args.repeats} "
         f"runs of {args.seconds:g} s; EventOps with `--max-batch-size {args.batch} --max-wait-ms "

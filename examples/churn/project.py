@@ -6,13 +6,16 @@ that registers its model, the gate that promotes it and the deployment that serv
     eventops ingest churn examples/churn/data/customers.csv     # 800 new rows: train_churn runs
     eventops run train_churn --project examples/churn/project.py  # or run it by hand
     eventops serve --deployment churn-api --project examples/churn/project.py
+    eventops monitors checks churn-drift                         # drift and accuracy, per window
 
 `train_churn` reads every committed batch of `churn` from the lake, holds out the customers whose
 id falls in a fixed hash bucket (the same customers in every run), fits a scikit-learn
 LogisticRegression, logs accuracy and ROC AUC on the holdout and registers the model as a new
 version of `churn`. It runs when at least 500 new rows have arrived, at most once a minute. The
 `churn` gate compares each new version with the champion on the holdout; `churn-api` serves
-whichever version is the champion and swaps when that changes.
+whichever version is the champion and swaps when that changes. The `churn-drift` monitor
+compares each window of served inputs with the training data and scores the returned labels;
+its drift events fire the `churn-model-health` alert and retrain the model.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import pyarrow.compute as pc
 from eventops.lake.transforms import Transform
 from eventops.pipelines import log_metrics, read_dataset
 from eventops.pipelines.dsl import pipeline, step
-from eventops.pipelines.triggers import manual, on_new_data
+from eventops.monitoring.alerts import AlertRule
+from eventops.monitoring.channels import Log
+from eventops.monitoring.monitors import Monitor, Performance
+from eventops.pipelines.triggers import manual, on_drift, on_new_data
 from eventops.registry import Gate, register_model
 from eventops.serving import Deployment
 
@@ -146,7 +152,11 @@ def register(model: Any, data: dict[str, Any], metrics: dict[str, float]) -> dic
 
 
 @pipeline(
-    triggers=[on_new_data("churn", min_new_rows=500, cooldown="1m"), manual()],
+    triggers=[
+        on_new_data("churn", min_new_rows=500, cooldown="1m"),
+        on_drift("churn-drift", cooldown="10m"),  # the served inputs moved away from training
+        manual(),
+    ],
 )
 def train_churn(dataset: str = "churn", test_size: float = 0.25, c: float = 1.0) -> None:
     """Train a churn classifier on everything ingested so far, score it on the customers held
@@ -172,4 +182,33 @@ gates = [
 # champion and swaps to each new one; every prediction is captured for monitoring.
 deployments = [
     Deployment(name="churn-api", model="churn", alias="champion", capture_sample=1.0, port=8080)
+]
+
+# Every 200 captured predictions of `churn-api`: have the inputs drifted from what the model was
+# trained on (the raw `churn` dataset)? Every 100 labels sent back to `POST /feedback`: is the
+# served model still right more often than not?
+monitors = [
+    Monitor(
+        name="churn-drift",
+        deployment="churn-api",
+        reference="churn",
+        features=["tenure_months", "monthly_charges"],
+        window_rows=200,
+        performance=Performance(metric="accuracy", min=0.5, window_labels=100),
+    )
+]
+
+# Drift or a performance drop fires one alert per monitor (repeats inside 10 minutes are
+# deduplicated); the next clean check resolves it. Add Slack(webhook_url_env=...) or
+# Webhook(url_env=..., secret_env=...) to `channels` to be notified outside the logs.
+alerts = [
+    AlertRule(
+        name="churn-model-health",
+        on=["monitor.drift.detected", "monitor.performance.degraded"],
+        severity="warning",
+        channels=[Log()],
+        cooldown="10m",
+        group_by="monitor",
+        resolve_on=["monitor.check.completed"],
+    )
 ]

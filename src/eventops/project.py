@@ -10,7 +10,8 @@ At module level a project declares
 - ``transforms``: a list of `Transform`;
 - ``gates``: a list of `Gate` (promotion gates, at most one per model);
 - ``deployments``: a list of `Deployment` (model servers, unique names);
-- ``monitors``, ``alerts``: lists, accepted and kept opaque for now;
+- ``monitors``: a list of `Monitor` (drift windows and performance checks, unique names);
+- ``alerts``: a list of `AlertRule` (events routed to channels, unique names);
 - optionally ``project_name`` (default: the file's stem, or its folder's name when the file is
   ``project.py`` / ``__init__.py``).
 
@@ -54,10 +55,10 @@ from eventops.lake.spec import DatasetSpec
 from eventops.lake.transforms import Transform, check_graph
 from eventops.pipelines.dsl import Pipeline
 from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule
+from eventops.monitoring.alerts import AlertRule
+from eventops.monitoring.monitors import Monitor
 from eventops.registry.gates import Gate
 from eventops.serving.deployment import Deployment
-
-OPAQUE = ("monitors", "alerts")
 
 # module name -> folder this loader put on sys.path for it
 _PATHS: dict[str, str] = {}
@@ -93,8 +94,8 @@ class Project:
     transforms: list[Transform] = field(default_factory=list)
     gates: dict[str, Gate] = field(default_factory=dict)  # by model
     deployments: dict[str, Deployment] = field(default_factory=dict)  # by name
-    monitors: list[Any] = field(default_factory=list)
-    alerts: list[Any] = field(default_factory=list)
+    monitors: dict[str, Monitor] = field(default_factory=dict)  # by name
+    alerts: dict[str, AlertRule] = field(default_factory=dict)  # by name
     warnings: list[str] = field(default_factory=list)
 
     def rules(self) -> list[tuple[str, Rule]]:
@@ -112,7 +113,8 @@ class Project:
             "deployments": {
                 n: d.model_dump(mode="json") for n, d in sorted(self.deployments.items())
             },
-            **{k: _opaque_definition(getattr(self, k)) for k in OPAQUE},
+            "monitors": {n: m.definition() for n, m in sorted(self.monitors.items())},
+            "alerts": {n: a.definition() for n, a in sorted(self.alerts.items())},
         }
 
     @property
@@ -335,8 +337,8 @@ def _collect(
             )
     project.gates = _named(module, "gates", Gate, "model", given)
     project.deployments = _named(module, "deployments", Deployment, "name", given)
-    for key in OPAQUE:
-        setattr(project, key, _as_list(module, key, given))
+    project.monitors = _named(module, "monitors", Monitor, "name", given)
+    project.alerts = _named(module, "alerts", AlertRule, "name", given)
     _finish_warnings(project)
     return project
 
@@ -511,19 +513,6 @@ def _transform_definition(t: Transform) -> dict[str, Any]:
         "function": function,
         "description": t.description,
     }
-
-
-def _opaque_definition(items: Sequence[Any]) -> list[Any]:
-    out = []
-    for item in items:
-        describe = getattr(item, "definition", None)
-        if callable(describe):
-            out.append(_json(describe()))
-        elif isinstance(item, str | int | float | bool | dict | list):
-            out.append(_json(item))
-        else:
-            out.append({"type": f"{type(item).__module__}.{type(item).__qualname__}"})
-    return out
 
 
 __all__ = [

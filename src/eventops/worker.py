@@ -14,6 +14,8 @@ from eventops.events.subscription import Subscription
 from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
 from eventops.lake.transforms import TransformRunner
+from eventops.monitoring.alerts import AlertService
+from eventops.monitoring.service import MonitorService
 from eventops.pipelines.executors import Executor
 from eventops.pipelines.runner import REQUESTED, Runner
 from eventops.pipelines.tracking import Tracker
@@ -24,7 +26,7 @@ from eventops.store import OutboxRelay, Store
 
 log = logging.getLogger(__name__)
 
-ROLES = ("triggers", "runner", "transforms", "gates", "relay")
+ROLES = ("triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay")
 
 
 class Worker:
@@ -36,6 +38,10 @@ class Worker:
     - ``transforms``: a `TransformRunner` over the project's transforms;
     - ``gates``: a `GateService` deciding every `model.version.registered` with the project's
       gates (needs a `Registry`; without one the role is skipped with a warning);
+    - ``monitors``: a `MonitorService` over the project's monitors (drift windows on captured
+      predictions, performance on `feedback.received`), ticking for time windows;
+    - ``alerts``: an `AlertService` routing events to the project's alert rules' channels,
+      with a loop re-delivering what a channel refused;
     - ``relay``: the outbox relay loop.
 
     Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
@@ -142,9 +148,35 @@ class Worker:
                 subscription = service.subscription(self._bus(), self.group("gates"))
                 self.subscriptions.append(subscription)
                 subscription.start()
+        if "monitors" in self.roles and self.project.monitors:
+            self._start_monitors()
+        if "alerts" in self.roles and self.project.alerts:
+            alerts = AlertService(
+                self.store,
+                list(self.project.alerts.values()),
+                consumer=f"alerts.{self.project.name}",
+            )
+            self._stoppers.append(alerts.close)
+            subscription = alerts.subscription(self._bus(), self.group("alerts"))
+            self.subscriptions.append(subscription)
+            subscription.start()
+            self._thread("alerts", lambda: alerts.run_retries(self.stop_event))
         if "runner" in self.roles:
             self._start_runner()
         return self
+
+    def _start_monitors(self) -> None:
+        service = MonitorService(
+            Lake(self.store, self.storage),
+            list(self.project.monitors.values()),
+            group=self.group("monitors"),
+            relay=OutboxRelay(self.store, self._bus()),
+            tick_interval=self.tick_interval,
+        )
+        subscription = service.subscription(self._bus())
+        self.subscriptions.append(subscription)
+        subscription.start()
+        self._thread("monitors", lambda: service.run(self.stop_event))
 
     def _start_runner(self) -> None:
         runner = self.runner = Runner(
@@ -197,6 +229,8 @@ class Worker:
             subscription.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
+        for stopper in self._stoppers:
+            stopper()
         if "relay" in self.roles:
             try:
                 OutboxRelay(self.store, self._buses[0]).relay_once()

@@ -222,16 +222,13 @@ def test_eventops_serve_runs_as_a_process_with_two_workers(tmp_path: Path) -> No
                 return False
 
         wait_for(up, timeout=60, interval=0.1)
-        with httpx.Client(base_url=url) as client:  # new connections: both workers answer
-            answers = [
-                httpx.post(
-                    f"{url}/invocations",
-                    content=rows_body(0, 3),
-                    headers={"content-type": "application/json"},
-                )  # fmt: skip
-                for _ in range(10)
-            ]
-            metrics = client.get("/metrics").text
+        json_type = {"content-type": "application/json"}
+        # a new connection per request, so that both workers answer some
+        answers = [
+            httpx.post(f"{url}/invocations", content=rows_body(0, 3), headers=json_type)
+            for _ in range(10)
+        ]
+        metrics = httpx.get(f"{url}/metrics").text
         answer = answers[0]
         assert all(a.status_code == 200 and len(a.json()["predictions"]) == 3 for a in answers)
         route = 'eventops_serving_requests_total{route="/invocations",status="200"}'
@@ -252,3 +249,37 @@ def test_eventops_serve_runs_as_a_process_with_two_workers(tmp_path: Path) -> No
     assert captured.num_rows == 30 and pid in captured["prediction_id"].to_pylist()
     assert np.array_equal(np.unique(captured["a"].to_numpy()), np.sort(ROWS["a"].to_numpy()[:3]))
     lake.store.close()
+
+
+@pytest.mark.slow  # the registry fixture takes seconds to build
+def test_a_deployment_whose_alias_does_not_exist_yet_waits_for_it(
+    registry: tuple[Settings, list[Any]],
+) -> None:
+    settings, _ = registry
+    deployment = Deployment(name="later-api", model="churn", alias="later", poll_seconds=0.1)
+    parts = build_server(deployment, settings)
+    assert parts.primary.model is None and "waiting for models:/churn@later" in parts.notes[0]
+    try:
+        with running(parts.app) as url:
+            waiting = httpx.post(
+                f"{url}/invocations",
+                content=rows_body(0),
+                headers={"content-type": "application/json"},
+            )
+            assert (waiting.status_code, waiting.json()["error"]["rule"]) == (503, "ready")
+            assert httpx.get(f"{url}/v2/health/ready").status_code == 503
+            from mlflow.tracking import MlflowClient
+
+            uri = settings.tracking_uri
+            MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+                "churn", "later", "2"
+            )
+            wait_for(lambda: httpx.get(f"{url}/ping").status_code == 200, timeout=20)
+            answer = httpx.post(
+                f"{url}/invocations",
+                content=rows_body(0),
+                headers={"content-type": "application/json"},
+            )
+            assert answer.status_code == 200 and answer.headers["x-model-version"] == "2"
+    finally:
+        parts.close()

@@ -12,7 +12,8 @@ import pytest
 from eventops.serving.app import create_app
 from eventops.serving.inputs import Inputs
 from eventops.serving.models import assemble
-from eventops.serving.protocols import parse_invocation, parse_v2
+from eventops.serving.open_inference import parse_infer as parse_v2
+from eventops.serving.protocols import parse_invocation
 from eventops.serving.schema import Column, InputError, InputSchema
 from serving_models import MIXED, NUMERIC, fake_model, tensor_model, test_client
 

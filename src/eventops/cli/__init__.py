@@ -13,12 +13,15 @@ import typer
 
 from eventops import __version__
 from eventops.cli import (
+    alerts_cmd,
     config_cmd,
     datasets_cmd,
     db_cmd,
     demo_cmd,
+    drift_cmd,
     events_cmd,
     ingest_cmd,
+    monitors_cmd,
     pipelines_cmd,
     project_cmd,
     serve_cmd,
@@ -66,3 +69,6 @@ app.command(name="demo")(demo_cmd.demo)
 app.add_typer(models_app, name="models", help="Registered models: versions, aliases, decisions.")
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="predict")(serve_cmd.predict)
+app.command(name="drift")(drift_cmd.drift)
+app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(monitors_cmd.app, name="monitors")

@@ -7,6 +7,7 @@ running server follows them off the bus, as it would in production.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -18,10 +19,25 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from eventops.cli.demo_loop import (
+    MONITOR_NAME,
+    Load,
+    Timeline,
+    champion,
+    drift_checks,
+    drift_runs,
+    firing,
+    model_inputs,
+    new_customers,
+    runner_output,
+    show_timeline,
+    wait,
+)
 from eventops.config import Settings
 from eventops.errors import EventOpsError
 from eventops.events.bus import open_bus
 from eventops.lake import Lake
+from eventops.monitoring.monitors import list_checks
 from eventops.pipelines.executors import InlineExecutor
 from eventops.pipelines.runner import Runner
 from eventops.pipelines.tracking import Tracker
@@ -75,61 +91,6 @@ class _Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-class _Load:
-    """Steady requests from a few threads while the model changes; counts what failed."""
-
-    def __init__(self, url: str, body: dict[str, Any], threads: int = 4) -> None:
-        self.url, self.body = url, body
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.sent = self.failed = 0
-        self.versions: dict[str, int] = {}
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self.stop.is_set():
-                try:
-                    reply = client.post("/invocations", json=self.body)
-                    ok, version = reply.status_code == 200, reply.headers.get("x-model-version")
-                except httpx.HTTPError:
-                    ok, version = False, None
-                with self.lock:
-                    self.sent += 1
-                    self.failed += not ok
-                    if version:
-                        self.versions[version] = self.versions.get(version, 0) + 1
-
-    def __enter__(self) -> _Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-
-
-def _rows(data: Path, count: int) -> list[dict[str, float]]:
-    """Model inputs for the first customers of the example data (the project's features)."""
-    import csv
-
-    rows = []
-    with (data / "customers.csv").open() as handle:
-        for record in list(csv.DictReader(handle))[:count]:
-            rows.append(
-                {
-                    "tenure_months": float(record["tenure_months"]),
-                    "monthly_charges": float(record["monthly_charges"]),
-                    "basic": float(record["plan"] == "basic"),
-                    "premium": float(record["plan"] == "premium"),
-                    "support_calls": 0.0,
-                }
-            )
-    return rows
-
-
 def _version_served(client: httpx.Client, body: dict[str, Any]) -> str | None:
     reply = client.post("/invocations", json=body)
     return reply.headers.get("x-model-version") if reply.status_code == 200 else None
@@ -165,7 +126,8 @@ def run_serving(
     registry = Registry(settings.tracking_uri, lake.store, lake_url=settings.lake_url)
     worker = Worker(
         project, lake.store, lake.storage, lambda: open_bus(bus_url),
-        roles=("gates", "relay"), triggers_from="earliest", registry=registry,
+        roles=("triggers", "runner", "gates", "monitors", "alerts", "relay"),
+        executor=InlineExecutor(), tick_interval=0.2, tracker=tracker, registry=registry,
     )  # fmt: skip
     worker.start()
     try:
@@ -194,8 +156,16 @@ def _serve(
         update={"capture_flush_rows": 50, "capture_flush_seconds": 0.5, "poll_seconds": 5.0}
     )
     parts = build_server(deployment, settings)
-    rows = _rows(data, 5)
+    known = lake.read("churn")
+    pool = model_inputs(known)
+    truth = [int(v or 0) for v in known["churned"].to_pylist()]
+    rng = random.Random(5)
+    rows = rng.sample(pool, 5)
     body = {"dataframe_records": rows}
+
+    def traffic() -> dict[str, Any]:
+        return {"dataframe_records": rng.sample(pool, 5)}
+
     ok = True
     with _Server(parts) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         console.print(
@@ -237,7 +207,7 @@ def _serve(
         second = str(int(first) + 1)
         _wait(lambda: any(d.version == second for d in registry.decisions(MODEL)), "the gate", 90)
         console.print(f"  gate {MODEL}: {_decision_line(registry, second)}")
-        with _Load(server.url, body) as load:
+        with Load(server.url, traffic) as load:
             if registry.alias(MODEL) != second:
                 registry.promote(
                     MODEL, second, actor="demo", evidence={"reason": "operator override"}
@@ -261,7 +231,96 @@ def _serve(
             if line.startswith("eventops_serving_requests_total{")
         )
         console.print(f"  GET /metrics: {served:.0f} requests counted")
+
+        console.print("\n[bold]8. the closed loop: monitoring, drift, alert, retraining[/bold]")
+        looped = closed_loop(console, lake, registry, client, server.url, first, pool, truth, rng)
+        ok = ok and looped
     dataset = deployment.capture_dataset
     captured = sum(b.rows for b in lake.batches(dataset))
     console.print(f"  captured for monitoring: {captured} predictions in dataset {dataset}")
     return ok and captured > 0
+
+
+def closed_loop(
+    console: Console,
+    lake: Lake,
+    registry: Registry,
+    client: httpx.Client,
+    url: str,
+    serving: str,
+    pool: list[dict[str, float]],
+    truth: list[int],
+    rng: random.Random,
+) -> bool:
+    timeline = Timeline()
+    checks_before = len(drift_checks(lake))
+    # 1. ordinary traffic, its labels sent back: one clean drift window, one accuracy window
+    for _ in range(30):
+        picks = rng.sample(range(len(pool)), 10)
+        reply = client.post("/invocations", json={"dataframe_records": [pool[i] for i in picks]})
+        reply.raise_for_status()
+        ids = reply.json()["prediction_ids"]
+        client.post(
+            "/feedback",
+            json=[{"prediction_id": p, "label": truth[i]} for p, i in zip(ids, picks, strict=True)],
+        ).raise_for_status()
+    timeline.mark("300 ordinary predictions served, their 300 labels sent back")
+    wait(lambda: len(drift_checks(lake)) > checks_before, "the monitor's first window")
+    clean = drift_checks(lake)[0]
+    timeline.mark(
+        f"monitor {MONITOR_NAME}: window of {clean.rows} rows, "
+        f"{'drift' if clean.drifted else 'no drift'}"
+    )
+    wait(lambda: list_checks(lake.store, MONITOR_NAME, kind="performance"), "an accuracy check")
+    accuracy = list_checks(lake.store, MONITOR_NAME, kind="performance")[0]
+    timeline.mark(
+        f"monitor {MONITOR_NAME}: accuracy {accuracy.value:.3f} on {accuracy.rows} labels"
+    )
+
+    # 2. new customers: labelled records reach the lake, their requests reach the API
+    arrivals = new_customers(400)
+    lake.commit_batch("churn", arrivals, source="crm:new-customers")
+    timeline.mark("400 new customers (higher prices, shorter tenure) ingested with labels")
+    drifted_pool = model_inputs(arrivals)
+    versions_before = {d.version for d in registry.decisions(MODEL)}
+
+    def drifted() -> dict[str, Any]:
+        return {"dataframe_records": rng.sample(drifted_pool, 5)}
+
+    with Load(url, drifted) as load:
+        timeline.mark("their traffic starts (4 clients, steady)")
+        wait(lambda: any(c.drifted for c in drift_checks(lake)[:3]), "drift to be detected")
+        hit = next(c for c in drift_checks(lake) if c.drifted)
+        columns = ", ".join(hit.result.get("drifted_columns", []))
+        timeline.mark(f"monitor.drift.detected: {columns} (window of {hit.rows} rows)")
+        wait(lambda: firing(lake), "the alert")
+        timeline.mark(f"alert.fired: {firing(lake)[0].rule} (log channel)")
+        wait(lambda: drift_runs(lake), "the retraining run to be requested")
+        timeline.mark("pipeline.run.requested: train_churn, by its on_drift trigger")
+        wait(lambda: drift_runs(lake)[0].status in ("succeeded", "failed"), "the run", 180)
+        run = drift_runs(lake)[0]
+        rows = (
+            int(runner_output(lake, run.id, "evaluate").get("rows_train", 0))
+            if run.status == "succeeded"
+            else 0
+        )
+        timeline.mark(f"pipeline.run.{run.status}: trained on {rows} rows, new customers included")
+        wait(
+            lambda: {d.version for d in registry.decisions(MODEL)} - versions_before,
+            "the retrained model's gate decision",
+            60,
+        )
+        new = sorted({d.version for d in registry.decisions(MODEL)} - versions_before, key=int)[0]
+        timeline.mark(f"model.version.registered and gated: {_decision_line(registry, new)}")
+        if champion(registry) != new:
+            console.print(f"  [red]the gate kept version {serving}[/red]")
+            show_timeline(console, timeline)
+            return False
+        wait(lambda: _version_served(client, drifted()) == new, "the hot swap", 60)
+        timeline.mark(f"deployment.updated: churn-api serves version {new}")
+    show_timeline(console, timeline)
+    console.print(
+        f"  steady load through the loop: {load.sent} requests, {load.failed} failed, "
+        f"answered by versions {dict(sorted(load.versions.items()))}"
+    )
+    return load.failed == 0

@@ -28,7 +28,11 @@ def demo_tracker(lake: Lake, home: Path) -> MlflowTracker:
 
 
 def run_training(console: Console, lake: Lake, bus_url: str, home: Path, project: Project) -> bool:
-    for name in ("mlflow", "eventops.registry"):  # table-creation chatter; the demo narrates
+    for name in (
+        "mlflow",
+        "eventops.registry",
+        "httpx",
+    ):  # table-creation chatter; the demo narrates
         logging.getLogger(name).setLevel(logging.WARNING)
     tracker = demo_tracker(lake, home)
     tracking_uri = tracker.tracking_uri

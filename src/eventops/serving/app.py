@@ -25,7 +25,6 @@ more than parsing a 1-row request, and the bodies here are checked by our own co
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,7 +39,9 @@ from starlette.routing import Route
 
 from eventops import __version__
 from eventops.errors import EventOpsError
+from eventops.serving import open_inference as oip
 from eventops.serving import protocols as wire
+from eventops.serving.access import Guard, HTTPProblem, read_body
 from eventops.serving.batching import Answer, MicroBatcher
 from eventops.serving.capture import PredictionCapture
 from eventops.serving.deployment import Deployment
@@ -62,12 +63,6 @@ THREAD_PARSE_BYTES = 64 * 1024
 MAX_ID_HEADER = 32  # ids in x-prediction-ids; all of them are in the body
 JSON = "application/json"
 Parser = Callable[[bytes, str | None, InputSchema], tuple[Parsed, Any]]
-
-
-class HTTPProblem(EventOpsError):
-    def __init__(self, status: int, message: str, *, field: str | None, rule: str) -> None:
-        super().__init__(message, field=field, rule=rule)
-        self.http_status = status
 
 
 def _slot(value: ModelSlot | LoadedModel | None, role: str) -> ModelSlot | None:
@@ -103,8 +98,7 @@ class ModelServer:
         self.relay = relay
         self.follower = follower
         self.metrics = metrics
-        self.token = token.encode() if token else None
-        self.anonymous_feedback = anonymous_feedback
+        self.guard = Guard(token, anonymous_feedback=anonymous_feedback)
         self.max_body = max_body_bytes
         self.router = TrafficRouter(deployment.mode, deployment.canary_percent, seed)
         self.batchers = {
@@ -117,9 +111,20 @@ class ModelServer:
             for role in ("primary", "challenger")
         }
         self.background: set[asyncio.Task[None]] = set()
-        if follower is not None:
-            follower.on_swap = self._swapped
-            follower.on_failure = lambda slot, exc: metrics.swapped(slot.role, "failed")
+        if follower is not None:  # count its swaps too (hooks set before still run)
+            swapped, failed = follower.on_swap, follower.on_failure
+
+            def on_swap(slot: ModelSlot, model: LoadedModel, old: LoadedModel | None) -> None:
+                self._swapped(slot, model, old)
+                if swapped is not None:
+                    swapped(slot, model, old)
+
+            def on_failure(slot: ModelSlot, exc: BaseException) -> None:
+                metrics.swapped(slot.role, "failed")
+                if failed is not None:
+                    failed(slot, exc)
+
+            follower.on_swap, follower.on_failure = on_swap, on_failure
         for slot in (primary, challenger):
             if slot is not None and slot.model is not None:
                 metrics.serving(slot.role, slot.model.name, slot.model.version)
@@ -175,41 +180,14 @@ class ModelServer:
 
         return endpoint
 
-    def authorize(self, request: Request, *, feedback: bool) -> None:
-        if self.token is None:
-            if feedback and not self.anonymous_feedback:
-                raise HTTPProblem(
-                    403, "feedback needs a token on this address: set EVENTOPS_TOKEN",
-                    field="authorization", rule="token-configured",
-                )  # fmt: skip
-            return
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise HTTPProblem(401, "send Authorization: Bearer <token>", field="authorization",
-                              rule="bearer-token")  # fmt: skip
-        if not hmac.compare_digest(given.strip().encode(), self.token):
-            raise HTTPProblem(403, "the token is not valid", field="authorization",
-                              rule="valid-token")  # fmt: skip
-
     async def read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        too_large = f"the body is larger than the limit of {self.max_body:,} bytes"
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise HTTPProblem(413, too_large, field="body", rule="max-size")
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise HTTPProblem(413, too_large, field="body", rule="max-size")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.max_body)
 
     # ------------------------------------------------------------------ predicting
     async def predict(self, request: Request, parser: Parser) -> tuple[Answer, list[str], Any, str]:
         """Check, batch and answer one request: (answer, ids, parser's extra, role)."""
         if self.deployment.protect_predictions:
-            self.authorize(request, feedback=False)
+            self.guard.check(request, feedback=False)
         body = await self.read_body(request)
         challenger = self.challenger.model if self.challenger is not None else None
         role = self.router.choose(challenger is not None)
@@ -295,10 +273,10 @@ class ModelServer:
             if media not in ("application/json", ""):
                 raise InputError(f"unsupported content type {media!r}; send application/json",
                                  field="content-type", rule="media-type", status=415)  # fmt: skip
-            return wire.parse_v2(wire.load_json(body), schema)
+            return oip.parse_infer(wire.load_json(body), schema)
 
         answer, ids, request_id, role = await self.predict(request, parse)
-        body = wire.v2_body(answer.model, name, answer.outputs, ids, request_id)
+        body = oip.infer_body(answer.model, name, answer.outputs, ids, request_id)
         return Response(body, 200, self.headers(answer, ids, role), JSON)
 
     def v2_model_name(self, request: Request) -> str:
@@ -317,7 +295,7 @@ class ModelServer:
         model = self.primary.model
         if model is None:
             raise HTTPProblem(503, "no model is loaded yet", field="model", rule="ready")
-        return Response(wire.dumps(wire.v2_metadata(model, name)), 200, None, JSON)
+        return Response(wire.dumps(oip.model_metadata(model, name)), 200, None, JSON)
 
     async def v2_model_ready(self, request: Request) -> Response:
         self.v2_model_name(request)
@@ -353,7 +331,7 @@ class ModelServer:
         return Response(wire.dumps(body), 200 if self.primary.ready else 503, None, JSON)
 
     async def feedback(self, request: Request) -> Response:
-        self.authorize(request, feedback=True)
+        self.guard.check(request, feedback=True)
         if wire.media_type(request.headers.get("content-type")) not in ("application/json", ""):
             raise InputError("send application/json", field="content-type", rule="media-type",
                              status=415)  # fmt: skip

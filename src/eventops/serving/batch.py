@@ -136,13 +136,20 @@ def _parquet_chunks(
             files += sorted(str(p) for p in Path(path).rglob("*.parquet"))
         else:
             files.append(path)
-    handles = [pq.ParquetFile(fs.open(p, "rb") if fs is not None else p) for p in files]
-    total = sum(h.metadata.num_rows for h in handles)
+
+    def opened(path: str) -> Any:
+        return fs.open(path, "rb") if fs is not None else open(path, "rb")
+
+    total = 0
+    for path in files:
+        with opened(path) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
 
     def chunks() -> Iterator[pa.Table]:
-        for handle in handles:
-            for batch in handle.iter_batches(batch_size=chunk_rows):
-                yield pa.Table.from_batches([batch])
+        for path in files:
+            with opened(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_rows):
+                    yield pa.Table.from_batches([batch])
 
     return chunks(), total
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -145,14 +146,26 @@ class PredictionCapture:
             )
             self._thread.start()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the flusher and write what is buffered."""
+    def close(self, timeout: float = 30.0, attempts: int = 5) -> None:
+        """Stop the flusher and write what is buffered, retrying a failed commit a few times
+        (workers stopping together race to create the dataset; the lake says retry)."""
         self._stop.set()
         self._due.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self.flush()
+        for attempt in range(attempts):
+            try:
+                self.flush()
+                return
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    log.error(
+                        "capture: %d row(s) for %s not written at shutdown: %s",
+                        self._rows, self.dataset, exc,
+                    )  # fmt: skip
+                    return
+                time.sleep(0.1 * 2**attempt + self._random.random() * 0.1)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -66,7 +66,8 @@ class ServingMetrics:
             ["role", "version"], registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
-            "eventops_serving_model_info", "1 for the model version each role serves now.",
+            "eventops_serving_model_info",
+            "1 for the model version each role serves now (0: served before, multiprocess mode).",
             ["role", "model", "version"], registry=r, multiprocess_mode="liveall",
         )  # fmt: skip
         self.swaps = Counter(
@@ -114,6 +115,8 @@ class ServingMetrics:
         """Record that `role` now serves `model` `version` (the previous label set goes)."""
         previous = self._versions.get(role)
         if previous is not None and previous != (model, version):
+            # 0 first: in multiprocess mode the value lives on in this worker's file
+            self.model_info.labels(role, *previous).set(0)
             with contextlib.suppress(KeyError):
                 self.model_info.remove(role, *previous)
         self._versions[role] = (model, version)

@@ -97,7 +97,8 @@ class ModelSlot:
     def swap(self, model: LoadedModel) -> LoadedModel | None:
         """Serve `model` from now on; returns the previous one (still answering its requests)."""
         previous, self._model = self._model, model
-        self.swaps += 1
+        if previous is not None:  # the first model loaded is not a swap
+            self.swaps += 1
         return previous
 
     @property

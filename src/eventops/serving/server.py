@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 from eventops.config import Settings
-from eventops.errors import ConfigError, EventOpsError
+from eventops.errors import ConfigError, EventOpsError, NotFound
 from eventops.events.bus import Bus, open_configured_bus
 from eventops.lake import Lake
 from eventops.serving.capture import PredictionCapture
@@ -37,6 +38,10 @@ from eventops.store import OutboxRelay, Store
 
 log = logging.getLogger(__name__)
 
+# The predict thread holds the GIL in Python stretches between its C loops; at the default
+# 5 ms switch interval the event loop waits that long to parse and answer. 1 ms gave ~25% more
+# requests/s in benchmarks/bench_serving.py. Set only in server processes, never on import.
+SWITCH_INTERVAL = 0.001
 SPEC_VARIABLE = "_EVENTOPS_SERVE_SPEC"  # no EVENTOPS_ prefix: settings refuse unknown ones
 TOKEN_VARIABLE = "EVENTOPS_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 Say = Callable[[str], None]
@@ -94,9 +99,15 @@ def build_server(
     use_tracking_uri(settings.tracking_uri)
     uri = model_uri or deployment.model_uri
     say(f"loading {uri}")
-    primary = ModelSlot("primary", uri, load_model(uri))
-    challenger = None
     notes: list[str] = []
+    primary = ModelSlot("primary", uri)
+    try:
+        primary.swap(load_model(uri))
+    except NotFound as exc:
+        if resolve_alias(uri) is None or exc.rule != "resolvable":
+            raise
+        notes.append(f"waiting for {uri} ({exc.message}): 503 until the alias exists")
+    challenger = None
     if deployment.challenger_uri is not None:
         challenger = ModelSlot("challenger", deployment.challenger_uri)
         try:
@@ -171,6 +182,7 @@ def serve_deployment(
     anonymous = is_loopback(host) if anonymous_feedback is None else anonymous_feedback
     level = settings.log_level.lower()
     if workers == 1:
+        sys.setswitchinterval(SWITCH_INTERVAL)
         parts = build_server(
             deployment, settings, model_uri=model_uri, token=token,
             anonymous_feedback=anonymous, say=say,
@@ -217,6 +229,7 @@ def worker_app() -> Any:
             f"{SPEC_VARIABLE} is not set: start workers with serve_deployment", field=SPEC_VARIABLE
         )
     spec = orjson.loads(raw)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     parts = build_server(
         Deployment(**spec["deployment"]),
         Settings.model_validate(spec["settings"]),
@@ -232,8 +245,8 @@ def _announce(parts: ServerParts, host: str, port: int, say: Say | None) -> None
         return
     d = parts.deployment
     model = parts.primary.model
-    assert model is not None
-    say(f"serving {model.name} version {model.version} as {d.name} on http://{host}:{port}")
+    served = f"{model.name} version {model.version}" if model is not None else parts.primary.uri
+    say(f"serving {served} as {d.name} on http://{host}:{port}")
     if parts.challenger is not None and parts.challenger.model is not None:
         c = parts.challenger.model
         share = f"{d.canary_percent:g}% of requests" if d.mode == "canary" else "shadow"
