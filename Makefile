@@ -62,7 +62,9 @@ bench: dev
 	$(BIN)/python benchmarks/bench_ingest.py --write-readme
 	$(BIN)/python benchmarks/bench_ingest_http.py --write-readme
 	$(BIN)/python benchmarks/bench_pipelines.py --write-readme
+	$(BIN)/python benchmarks/bench_serving.py --write-readme
 	$(BIN)/python benchmarks/bench_drift.py --write-readme
+	$(BIN)/python benchmarks/bench_loop.py --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache

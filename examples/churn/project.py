@@ -139,6 +139,8 @@ def evaluate(model: Any, data: dict[str, Any]) -> dict[str, float]:
 def register(model: Any, data: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
     """Register the model with its signature, input example and holdout; the gate below decides
     whether it becomes the champion that `churn-api` serves."""
+    import sklearn
+
     version = register_model(
         model,
         "churn",
@@ -146,6 +148,9 @@ def register(model: Any, data: dict[str, Any], metrics: dict[str, float]) -> dic
         holdout=data["holdout"],
         label=LABEL,
         metrics=metrics,
+        # pinned here rather than inferred by MLflow (which imports the model in a child
+        # process and takes seconds)
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
     )
     print(f"registered churn version {version.version}")
     return {"model": "churn", "version": version.version}

@@ -398,3 +398,22 @@ def test_worker_threads_do_not_leak(home: Path) -> None:
     result = cli.invoke(app, ["worker", "--project", str(EXAMPLE), "--timeout", "0.5", "--inline"])
     assert result.exit_code == 0, result.output
     wait_for(lambda: threading.active_count() <= before + 1, timeout=10)
+
+
+def test_worker_metrics_port_exposes_the_monitor_gauges(lake: Lake) -> None:
+    import socket
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = project_cmd.start_metrics_server(lake.store, "127.0.0.1", port)
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    finally:
+        server.shutdown()
+    assert reply.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(reply.text)}
+    assert {"eventops_monitor_checks", "eventops_monitor_last_check_timestamp_seconds"} <= names

@@ -163,9 +163,10 @@ def test_eventops_predict_scores_files_and_lake_datasets(
     inputs = ROWS.assign(customer=[f"c{i}" for i in range(len(ROWS))])
     pq.write_table(pa.Table.from_pandas(inputs, preserve_index=False), tmp_path / "in.parquet")
     inputs.to_csv(tmp_path / "in.csv", index=False)
+    inputs.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
     runner = CliRunner()
     expected = model.predict(ROWS).tolist()
-    for source in ("in.parquet", "in.csv"):
+    for source in ("in.parquet", "in.csv", "in.jsonl"):
         out = tmp_path / f"out-{source}.parquet"
         result = runner.invoke(cli_app, ["predict", "--model-uri", str(tmp_path / "model"),
                                          "--input", str(tmp_path / source), "--output", str(out),

@@ -74,6 +74,9 @@ def demo(
     events: int = typer.Option(1000, min=10, help="How many records to stream through the bus."),
     train: bool = typer.Option(True, "--train/--no-train", help="Let the example project train."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Promote and serve the model."),
+    timeline_json: Path = typer.Option(
+        None, "--timeline-json", help="Write the closed loop's timeline (stage, seconds) here."
+    ),
 ) -> None:
     """Run the loop so far on embedded defaults and print what happens."""
     shutil.rmtree(home, ignore_errors=True)
@@ -158,7 +161,7 @@ def demo(
         if trained and serve:
             console.print("\n[bold]7. promotion and serving, driven by the events[/bold]")
             tracker = demo_tracker(lake, home)
-            served = run_serving(console, lake, bus_url, home, project, tracker, data)
+            served = run_serving(console, lake, bus_url, home, project, tracker, timeline_json)
         _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the run's events")
 
     console.print()

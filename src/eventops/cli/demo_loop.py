@@ -11,10 +11,12 @@ holdout, and the server swaps. Every hop is an event; the timeline is read back 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +48,11 @@ class Timeline:
         at = time.monotonic() - self.started
         self.marks.append((at, what))
         return at
+
+    def save(self, path: Path, **totals: int) -> None:
+        """The marks as JSON, for `benchmarks/bench_loop.py`."""
+        stages = [{"at_s": round(at, 3), "stage": what} for at, what in self.marks]
+        path.write_text(json.dumps({"stages": stages, **totals}, indent=2))
 
 
 def wait(condition: Callable[[], object], what: str, timeout: float = 90.0) -> None:

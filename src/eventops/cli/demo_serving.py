@@ -120,7 +120,7 @@ def run_serving(
     home: Path,
     project: Project,
     tracker: Tracker,
-    data: Path,
+    timeline_path: Path | None = None,
 ) -> bool:
     settings = Settings(home=home)
     registry = Registry(settings.tracking_uri, lake.store, lake_url=settings.lake_url)
@@ -131,7 +131,7 @@ def run_serving(
     )  # fmt: skip
     worker.start()
     try:
-        return _serve(console, lake, settings, project, registry, tracker, data)
+        return _serve(console, lake, settings, project, registry, tracker, timeline_path)
     finally:
         worker.stop()
         if worker.errors:
@@ -145,7 +145,7 @@ def _serve(
     project: Project,
     registry: Registry,
     tracker: Tracker,
-    data: Path,
+    timeline_path: Path | None,
 ) -> bool:
     _wait(lambda: registry.alias(MODEL) is not None, "the gate to promote the first model", 90)
     first = registry.alias(MODEL)
@@ -233,7 +233,9 @@ def _serve(
         console.print(f"  GET /metrics: {served:.0f} requests counted")
 
         console.print("\n[bold]8. the closed loop: monitoring, drift, alert, retraining[/bold]")
-        looped = closed_loop(console, lake, registry, client, server.url, first, pool, truth, rng)
+        looped = closed_loop(
+            console, lake, registry, client, server.url, first, pool, truth, rng, timeline_path
+        )
         ok = ok and looped
     dataset = deployment.capture_dataset
     captured = sum(b.rows for b in lake.batches(dataset))
@@ -251,6 +253,7 @@ def closed_loop(
     pool: list[dict[str, float]],
     truth: list[int],
     rng: random.Random,
+    timeline_path: Path | None = None,
 ) -> bool:
     timeline = Timeline()
     checks_before = len(drift_checks(lake))
@@ -319,6 +322,8 @@ def closed_loop(
         wait(lambda: _version_served(client, drifted()) == new, "the hot swap", 60)
         timeline.mark(f"deployment.updated: churn-api serves version {new}")
     show_timeline(console, timeline)
+    if timeline_path is not None:
+        timeline.save(timeline_path, requests=load.sent, failed=load.failed)
     console.print(
         f"  steady load through the loop: {load.sent} requests, {load.failed} failed, "
         f"answered by versions {dict(sorted(load.versions.items()))}"

@@ -134,6 +134,19 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     return previous
 
 
+def start_metrics_server(store: Store, host: str, port: int) -> Any:
+    """Prometheus exposition of the monitors' latest checks, read from the store at each
+    scrape, so any worker (or a small sidecar) can be scraped whatever role checks ran."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from eventops.monitoring.prometheus import MonitorCollector
+
+    registry = CollectorRegistry()
+    registry.register(MonitorCollector(store))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
 @handle_errors
 def worker_cmd(
     project: Path = PROJECT_OPTION,
@@ -151,6 +164,14 @@ def worker_cmd(
         "--triggers-from",
         help="Where a new triggers group starts reading: latest or earliest.",
     ),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve the monitors' Prometheus metrics on this port (GET /metrics).",
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="... on this address."),
 ) -> None:
     """Run the project's control-plane roles until SIGTERM / SIGINT (or --timeout)."""
     roles = list(ROLES) if "all" in role else role
@@ -182,6 +203,10 @@ def worker_cmd(
         registry=Registry.from_settings(settings),
     )
     console = _console()
+    exporter = None
+    if metrics_port is not None:
+        exporter = start_metrics_server(store, metrics_host, metrics_port)
+        console.print(f"monitor metrics on http://{metrics_host}:{metrics_port}/metrics")
     previous = _install_signals(worker.stop_event)
     started = time.monotonic()
     try:
@@ -195,6 +220,8 @@ def worker_cmd(
         reason = "stopped" if stopped else f"timeout after {timeout:g}s"
     finally:
         worker.stop()
+        if exporter is not None:
+            exporter.shutdown()
         store.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
