@@ -8,7 +8,9 @@ known drift: 0.3-standard-deviation mean shifts on x00 (normal), x05 (exponentia
 
 Each measurement is its own child process (a fresh interpreter), timed from after its imports to
 the verdict, reading both Parquet files included; its peak memory is the child's peak RSS
-(`resource.getrusage`, imports included, so it also shows each stack's floor):
+(`resource.getrusage`, imports included, so it also shows each stack's floor). The data is made
+in a child process too: Linux carries a process's peak RSS across fork and exec into
+`ru_maxrss`, so a parent that had held the tables would lend every child its own peak.
 
 * **EventOps**: `drift_report` on the two files through `eventops.monitoring.sources.resolve`,
   as `eventops drift` reads them (Parquet read one column at a time);
@@ -242,7 +244,14 @@ def main() -> None:
     )
     parser.add_argument("--no-evidently", action="store_true")
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--make", nargs=3, metavar=("ROWS", "REFERENCE", "CURRENT"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
+    if args.make:
+        rows, *paths = args.make
+        for table, path in zip(make_tables(int(rows)), paths, strict=True):
+            pq.write_table(table, path, compression="zstd")
+        return
 
     notes: list[str] = []
     evidently, why = (None, "--no-evidently") if args.no_evidently else evidently_python()
@@ -252,8 +261,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
         for rows in args.rows:
             files = (Path(tmp) / f"reference-{rows}.parquet", Path(tmp) / f"current-{rows}.parquet")
-            for table, path in zip(make_tables(rows), files, strict=True):
-                pq.write_table(table, path, compression="zstd")
+            make = [sys.executable, __file__, "--make", str(rows), *map(str, files)]
+            subprocess.run(make, check=True)
             cases: dict[str, Result] = {}
             for case in ("eventops", "eventops-tables", "scipy"):
                 cases[case] = measure(sys.executable, case, files, args.repeat)
