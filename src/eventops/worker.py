@@ -15,7 +15,6 @@ from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
 from eventops.lake.transforms import TransformRunner
 from eventops.monitoring.alerts import AlertService
-from eventops.monitoring.service import MonitorService
 from eventops.pipelines.executors import Executor
 from eventops.pipelines.runner import REQUESTED, Runner
 from eventops.pipelines.tracking import Tracker
@@ -166,6 +165,9 @@ class Worker:
         return self
 
     def _start_monitors(self) -> None:
+        # imported here: the drift engine loads scipy, which every other command can do without
+        from eventops.monitoring.service import MonitorService
+
         service = MonitorService(
             Lake(self.store, self.storage),
             list(self.project.monitors.values()),
