@@ -8,7 +8,6 @@ only, never from a flag (flags end up in shell history and process listings).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 
@@ -24,21 +23,13 @@ from eventops.ingest.http import DEFAULT_MAX_BODY, create_ingest_app
 from eventops.ingest.stream import StreamIngestor, StreamStats
 from eventops.lake import Lake
 from eventops.quantities import parse_size
+from eventops.serving.server import is_loopback  # one rule for every server we start
 from eventops.store import OutboxRelay
 
 app = typer.Typer(help="Long-running ingestion: an HTTP endpoint (serve) or a bus topic (stream).")
 
 BUS_HELP = "Bus URL (sqlite:///path.db, kafka://host:port). Default: the configured bus."
 TOKEN_VARIABLE = "EVENTOPS_TOKEN"  # noqa: S105 - the name of the variable, not a secret
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @app.command("serve")
