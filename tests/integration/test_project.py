@@ -97,13 +97,18 @@ def test_the_example_project_loads_with_its_dataset_transform_and_pipeline() -> 
     assert list(project.gates) == ["churn"] and project.gates["churn"].metric == "auc"
     assert list(project.deployments) == ["churn-api"]
     assert project.deployments["churn-api"].model_uri == "models:/churn@champion"
-    assert [r.definition()["kind"] for _, r in project.rules()] == ["event", "manual"]
+    assert list(project.monitors) == ["churn-drift"] and list(project.alerts) == [
+        "churn-model-health"
+    ]
+    assert [r.definition()["kind"] for _, r in project.rules()] == ["event", "event", "manual"]
     assert project.warnings == []
     definition = project.definition()
     assert definition["pipelines"]["train_churn"]["triggers"][0]["min_new_rows"] == 500
     assert definition["transforms"]["churn_features"]["source"] == "churn"
     assert definition["gates"]["churn"]["guardrails"] == {"accuracy": ">= 0.6"}
     assert definition["deployments"]["churn-api"]["alias"] == "champion"
+    assert definition["monitors"]["churn-drift"]["window_rows"] == 200
+    assert definition["alerts"]["churn-model-health"]["cooldown"] == "10m"
     assert load_project(EXAMPLE).digest == project.digest  # canonical: a reload digests the same
 
 
@@ -233,7 +238,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
     assert first.exit_code == 0, first.output
     for name in ("churn", "train_churn", "churn_features"):
         assert any(name in line and "create" in line for line in first.output.splitlines())
-    assert "5 to create, 0 to change, 0 to remove" in first.output
+    assert "7 to create, 0 to change, 0 to remove" in first.output
 
     again = cli.invoke(app, ["apply", "--project", str(EXAMPLE)])
     assert again.exit_code == 0, again.output
@@ -251,7 +256,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
         assert len(audits) == 1  # the second apply changed nothing and audited nothing
         data = json.loads(audits[0].payload)["data"]
         assert (data["actor"], data["action"], data["resource"]) == ("ci", "apply", "project/churn")
-        assert data["changes"] == {"create": 5, "change": 0, "remove": 0}
+        assert data["changes"] == {"create": 7, "change": 0, "remove": 0}
 
         # change one check of the dataset: a "change" of that dataset, nothing else
         changed = copy_example(tmp_path / "edited")
@@ -275,7 +280,7 @@ def test_apply_plans_records_audits_and_is_idempotent(home: Path, tmp_path: Path
 def test_dry_run_exit_codes(home: Path, tmp_path: Path) -> None:
     ok = cli.invoke(app, ["apply", "--project", str(EXAMPLE), "--dry-run"])
     assert ok.exit_code == 0, ok.output
-    assert "5 to create" in ok.output
+    assert "7 to create" in ok.output
     bad = write(tmp_path, BAD_PROJECTS["unknown-event-type"][0], "bad_for_ci.py")
     refused = cli.invoke(app, ["apply", "--project", str(bad), "--dry-run"])
     assert refused.exit_code == ValidationError.exit_code, refused.output
@@ -338,12 +343,15 @@ def test_a_running_worker_trains_registers_and_promotes_when_data_arrives(
         executor=InlineExecutor(), tick_interval=0.2, tracker=tracker_from_settings(settings),
         registry=registry,
     )  # fmt: skip
-    assert worker.roles == ("triggers", "runner", "transforms", "gates", "relay")
+    assert worker.roles == (
+        "triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay",
+    )  # fmt: skip
     worker.start()
     try:
         wait_for(lambda: worker.ready, timeout=10)
         lake.declare(project.datasets["churn"])
         _ingest_csv(lake)
+
         # ingested -> trigger -> run -> register_model -> gate -> champion, all through the bus
         def champion() -> str | None:
             try:

@@ -209,6 +209,12 @@ def test_the_demo_runs_to_completion(bus_url: str, tmp_path: Path) -> None:
     assert "0 effects repeated" in result.output
     assert "accepted 197, rejected 3" in result.output
     assert "succeeded - load_features succeeded" in result.output  # the trigger trained a model
+    out = " ".join(result.output.split())  # Rich wraps long lines
+    assert "version 1: promoted by gate" in out  # registered, gated, served
+    assert "server swapped back to version 1" in out  # promotion and rollback, followed live
+    assert "monitor.drift.detected" in out and "alert.fired" in out  # the closed loop
+    assert "deployment.updated: churn-api serves version 3" in out
+    assert "steady load through the loop" in out and " 0 failed" in out
 
 
 def test_the_demo_names_missing_example_data(bus_url: str, tmp_path: Path) -> None:
