@@ -41,7 +41,7 @@ import sys
 import tomllib
 import traceback
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,10 @@ from eventops.config import Settings
 from eventops.errors import EventOpsError, NotFound, ValidationError
 from eventops.lake.spec import DatasetSpec
 from eventops.lake.transforms import Transform, check_graph
-from eventops.pipelines.dsl import Pipeline
-from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule
 from eventops.monitoring.alerts import AlertRule
 from eventops.monitoring.monitors import Monitor
+from eventops.pipelines.dsl import Pipeline
+from eventops.pipelines.triggers import EventRule, ManualRule, Rule, ScheduleRule
 from eventops.registry.gates import Gate
 from eventops.serving.deployment import Deployment
 

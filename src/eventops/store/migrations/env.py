@@ -14,8 +14,8 @@ from sqlalchemy import Connection
 
 from eventops.store import alerts as _alert_tables  # noqa: F401  (registers alert_states)
 from eventops.store import catalog as _catalog_tables  # noqa: F401  (registers the catalog tables)
-from eventops.store import pipelines as _pipeline_tables  # noqa: F401  (registers the pipeline tables)
 from eventops.store import monitoring as _monitoring_tables  # noqa: F401  (registers the monitor tables)
+from eventops.store import pipelines as _pipeline_tables  # noqa: F401  (registers the pipeline tables)
 from eventops.store import projects as _project_tables  # noqa: F401  (registers the projects table)
 from eventops.store import registry as _registry_tables  # noqa: F401  (registers model_decisions)
 from eventops.store.migrations import VERSION_TABLE
