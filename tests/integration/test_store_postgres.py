@@ -140,3 +140,39 @@ def test_the_helper_fails_loudly_without_postgres(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(store_db, "ADMIN_CONNINFO", "host=127.0.0.1 port=1 user=postgres")
     with pytest.raises(RuntimeError, match="PostgreSQL is required"), postgres_database():
         pass
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_writers_racing_to_create_a_dataset_all_commit(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    """Model servers capture their first predictions at the same moment: each one's batch
+    must land, whoever creates the dataset and its first schema version."""
+    import pyarrow as pa
+
+    from eventops.lake import Lake, LakeStorage
+
+    url = database_url if backend == "postgres" else f"sqlite:///{tmp_path}/race.db"
+    with migrated_store(url) as store:
+        lake = Lake(store, LakeStorage(str(tmp_path / "lake")))
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            start.wait()
+            try:
+                lake.commit_batch(
+                    "captured", pa.table({"x": [float(n)] * 10, "writer": [n] * 10}), source="t"
+                )
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        table = lake.read("captured")
+        assert table.num_rows == 40
+        assert sorted(set(table["writer"].to_pylist())) == [0, 1, 2, 3]

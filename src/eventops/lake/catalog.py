@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from eventops.config import Settings
@@ -44,6 +45,8 @@ from eventops.store import (
     StreamCheckpointRow,
     add_events,
 )
+
+COMMIT_ATTEMPTS = 4  # a batch retried after losing a race to create its dataset or schema
 
 
 @dataclass
@@ -223,8 +226,38 @@ class Lake:
         checkpoint: tuple[str, Mapping[str, str]] | None = None,
         cause: Event | None = None,
     ) -> IngestResult:
-        """Validate and commit one batch; see the module docstring for the steps."""
+        """Validate and commit one batch; see the module docstring for the steps.
+
+        Two writers may create a dataset, or a schema version of it, at the same moment (two
+        model servers capturing their first predictions): the loser's transaction fails on the
+        primary key or sees the version move, and the batch is tried again against what the
+        winner committed, a few times, instead of failing. A file written by a lost attempt is
+        an orphan that `vacuum` removes.
+        """
         batch_id = batch_id or uuid.uuid4().hex
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return self._commit_once(
+                    name, table, source=source, batch_id=batch_id, lineage=lineage,
+                    checkpoint=checkpoint, cause=cause,
+                )  # fmt: skip
+            except (IntegrityError, SchemaConflict) as exc:
+                lost_race = isinstance(exc, IntegrityError) or exc.rule == "concurrent-change"
+                if not lost_race or attempt == COMMIT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _commit_once(
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        source: str,
+        batch_id: str,
+        lineage: Sequence[str] | None,
+        checkpoint: tuple[str, Mapping[str, str]] | None,
+        cause: Event | None,
+    ) -> IngestResult:
         spec, current, current_version, seen = self._prepare(name, batch_id)
         if seen:
             return IngestResult(name, batch_id, 0, 0, None, None, duplicate=True)
