@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import typer
@@ -22,10 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from eventops.cli.demo_data import run_data_plane, show_catalog
+from eventops.cli.demo_loop import wait
 from eventops.cli.demo_serving import run_serving
 from eventops.cli.demo_training import demo_tracker, run_training
 from eventops.cli.output import handle_errors
-from eventops.errors import EventOpsError
 from eventops.events.bus import dlq_topic, open_bus
 from eventops.events.envelope import Event
 from eventops.events.subscription import RetryPolicy, Subscription
@@ -50,14 +49,6 @@ class Tally:
     def __getitem__(self, name: str) -> int:
         with self.lock:
             return self.values.get(name, 0)
-
-
-def _wait(condition: object, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise EventOpsError(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _count(store: Store, column: object) -> int:
@@ -119,9 +110,9 @@ def demo(
         sub.start()
 
     runner = run_data_plane(console, lake, bus, relay, data, events)
-    _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the outbox to drain")
+    wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the outbox to drain")
     churn_batches = len(lake.batches("churn"))
-    _wait(
+    wait(
         lambda: len(lake.batches("churn_features")) == churn_batches,
         "the transform of every churn batch",
     )
@@ -131,8 +122,8 @@ def demo(
     rejected = _count(store, RejectionRow.id)
 
     console.print("\n[bold]4. events drive consumers[/bold]")
-    _wait(lambda: tally["trainer.deliveries"] >= ingested, "the trainer group")
-    _wait(lambda: subs[1].stats.dead_lettered >= rejected, "the notifier group")
+    wait(lambda: tally["trainer.deliveries"] >= ingested, "the trainer group")
+    wait(lambda: subs[1].stats.dead_lettered >= rejected, "the notifier group")
     console.print(f"  transform churn_features: {churn_batches} batches derived, lineage recorded")
     console.print(
         f"  group [cyan]trainer[/cyan]: {tally['trainer.deliveries']} batch events, {tally['trainer.rows']:,} rows to train on"
@@ -147,7 +138,7 @@ def demo(
     replayed = Subscription(
         open_bus(bus_url), "trainer", trainer, types=["dataset.batch.ingested"]
     ).start()
-    _wait(lambda: tally["trainer.deliveries"] >= 2 * ingested, "the replay")
+    wait(lambda: tally["trainer.deliveries"] >= 2 * ingested, "the replay")
     replayed.stop()
     subs[1].stop()
     console.print(f"  trainer rewound: {tally['trainer.deliveries'] - ingested} events delivered again, "
@@ -162,7 +153,7 @@ def demo(
             console.print("\n[bold]7. promotion and serving, driven by the events[/bold]")
             tracker = demo_tracker(lake, home)
             served = run_serving(console, lake, bus_url, home, project, tracker, timeline_json)
-        _wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the run's events")
+        wait(lambda: relay.relay_once() == 0 and relay.pending_count() == 0, "the run's events")
 
     console.print()
     show_catalog(console, lake)

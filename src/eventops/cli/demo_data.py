@@ -36,7 +36,7 @@ FEATURES_SQL = (
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -57,7 +57,7 @@ def post_over_http(
 ) -> dict[str, object]:
     """Serve the ingestion API on a free loopback port, post NDJSON to it, stop it."""
     token = secrets.token_urlsafe(16)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_ingest_app(lake, relay=relay, token=token),

@@ -8,10 +8,7 @@ running server follows them off the bus, as it would in production.
 from __future__ import annotations
 
 import random
-import socket
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from eventops.cli.demo_data import free_port
 from eventops.cli.demo_loop import (
     MONITOR_NAME,
     Load,
@@ -34,7 +32,6 @@ from eventops.cli.demo_loop import (
     wait,
 )
 from eventops.config import Settings
-from eventops.errors import EventOpsError
 from eventops.events.bus import open_bus
 from eventops.lake import Lake
 from eventops.monitoring.monitors import list_checks
@@ -50,26 +47,12 @@ MODEL = "churn"
 DEPLOYMENT = "churn-api"
 
 
-def _wait(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise EventOpsError(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _Server:
     """The deployment's app under uvicorn in a thread of this process, on a free port."""
 
     def __init__(self, parts: ServerParts) -> None:
         self.parts = parts
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(
             parts.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
         )
@@ -78,7 +61,7 @@ class _Server:
 
     def __enter__(self) -> _Server:
         self.thread.start()
-        _wait(lambda: self.server.started, "the model server to start", 30)
+        wait(lambda: self.server.started, "the model server to start", 30)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,7 +130,7 @@ def _serve(
     tracker: Tracker,
     timeline_path: Path | None,
 ) -> bool:
-    _wait(lambda: registry.alias(MODEL) is not None, "the gate to promote the first model", 90)
+    wait(lambda: registry.alias(MODEL) is not None, "the gate to promote the first model", 90)
     first = registry.alias(MODEL)
     assert first is not None
     console.print(f"  gate {MODEL}: {_decision_line(registry, first)}")
@@ -205,7 +188,7 @@ def _serve(
             console.print(f"  [red]retraining failed: {run.error}[/red]")
             return False
         second = str(int(first) + 1)
-        _wait(lambda: any(d.version == second for d in registry.decisions(MODEL)), "the gate", 90)
+        wait(lambda: any(d.version == second for d in registry.decisions(MODEL)), "the gate", 90)
         console.print(f"  gate {MODEL}: {_decision_line(registry, second)}")
         with Load(server.url, traffic) as load:
             if registry.alias(MODEL) != second:
@@ -213,11 +196,11 @@ def _serve(
                     MODEL, second, actor="demo", evidence={"reason": "operator override"}
                 )
                 console.print(f"  operator: eventops models promote {MODEL} {second}")
-            _wait(lambda: _version_served(client, body) == second, "the server to swap", 60)
+            wait(lambda: _version_served(client, body) == second, "the server to swap", 60)
             console.print(f"  server swapped to version {second} (deployment.updated)")
             registry.rollback(MODEL, actor="demo")
             console.print(f"  operator: eventops models rollback {MODEL}")
-            _wait(lambda: _version_served(client, body) == first, "the swap back", 60)
+            wait(lambda: _version_served(client, body) == first, "the swap back", 60)
             console.print(f"  server swapped back to version {first}")
         console.print(
             f"  steady load across both swaps: {load.sent} requests, {load.failed} failed, "
