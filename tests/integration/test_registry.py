@@ -21,7 +21,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from conftest import wait_for
-from eventops.errors import NotFound, ValidationError
+from eventops.errors import BackendUnavailable, NotFound, ValidationError
 from eventops.events.bus import open_bus
 from eventops.events.envelope import Event
 from eventops.lake.storage import LakeStorage
@@ -30,7 +30,7 @@ from eventops.pipelines.dsl import pipeline, step
 from eventops.pipelines.executors import InlineExecutor
 from eventops.pipelines.runner import Runner
 from eventops.pipelines.tracking import MlflowTracker
-from eventops.registry import Gate, GateService, Registry, register_model
+from eventops.registry import Gate, GateService, Registry, history, register_model
 from eventops.store import OutboxEntry, OutboxRelay, Store
 from eventops.store.registry import ModelDecisionRow
 from store_db import read_events
@@ -431,6 +431,64 @@ def test_rollback_twice_then_nothing_left(
             ("promoted", "1"), ("promoted", "2"), ("promoted", "3"), ("rolled_back", "2"),
             ("rolled_back", "1"), ("promoted", "3"), ("rolled_back", "1"),
         ]  # fmt: skip
+
+
+def _store_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store write after MLflow's alias change fails (the store went down in between)."""
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("store down")
+
+    monkeypatch.setattr(history, "record", fail)
+
+
+def test_a_rollback_repeated_after_the_store_failed_completes_it(
+    registry: Registry, settings_env: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for t in (0.7, 0.6):
+        registry.promote(name, register(name, t), actor="ops")
+    with monkeypatch.context() as patch:
+        _store_fails(patch)
+        with pytest.raises(BackendUnavailable):
+            registry.rollback(name, actor="ops")
+    assert registry.alias(name, "champion") == "1"  # MLflow moved, the store did not
+
+    again = registry.rollback(name, actor="ops")  # must not undo the rollback (back to 2)
+    assert (again.decision, again.version, again.previous_version) == ("rolled_back", "1", "2")
+    assert registry.alias(name, "champion") == "1"
+    with pytest.raises(ValidationError) as caught:
+        registry.rollback(name, actor="ops")
+    assert caught.value.rule == "has-previous"
+
+
+def test_a_promotion_redelivered_after_the_store_failed_is_recorded(
+    settings_env: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Registry.from_settings(_settings()) as registry:
+        ungated = GateService(registry)
+        first = registered_event(registry.store, name, register(name, 0.7))
+        with monkeypatch.context() as patch:
+            _store_fails(patch)
+            with pytest.raises(BackendUnavailable):
+                ungated.handle(first)
+        assert registry.alias(name, "champion") == "1" and registry.decisions(name) == []
+        assert ungated.handle(first) is not None  # redelivered: the promotion gets its row
+        assert registry.recorded(name) == "1"
+
+        gated = GateService(registry, [Gate(model=name, metric="accuracy")])
+        second = registered_event(registry.store, name, register(name, 0.55))
+        with monkeypatch.context() as patch:
+            _store_fails(patch)
+            with pytest.raises(BackendUnavailable):
+                gated.handle(second)
+        assert registry.alias(name, "champion") == "2"
+        decided = gated.handle(second)
+        assert decided is not None and decided.decision == "promoted"
+        # judged against the recorded champion, not against itself
+        assert decided.previous_version == "1"
+        assert decided.evidence["champion_version"] == "1"
+        assert decided.evidence["gain"] == pytest.approx(0.15)
+        assert registry.rollback(name, actor="ops").version == "1"
 
 
 def test_rollback_without_a_champion_is_a_clear_error(

@@ -388,3 +388,31 @@ def test_html_page_holds_the_table_and_escapes_names() -> None:
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     assert "unseen_category" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_values_near_the_float_limit_are_measured_not_overflowed() -> None:
+    x = np.linspace(-1.0, 1.0, 100)
+    for method in ("ks", "psi", "wasserstein"):
+        small = drift_report(
+            pd.DataFrame({"a": x}), pd.DataFrame({"a": x / 2}), methods={"a": method}
+        ).columns[0]
+        huge = drift_report(
+            pd.DataFrame({"a": x * 1.7e308}),
+            pd.DataFrame({"a": x * 0.85e308}),
+            methods={"a": method},
+        ).columns[0]
+        assert huge.drifted and small.drifted
+        assert huge.statistic == pytest.approx(small.statistic)
+        assert huge.effect == pytest.approx(small.effect)
+
+
+def test_rare_new_categories_are_not_pooled_away() -> None:
+    """Every value rare on both sides and the two sides disjoint: one pooled cell would say
+    p = 1 while the Jensen-Shannon distance is 1."""
+    reference = pd.DataFrame({"a": [f"r{i}" for i in range(100)]})
+    current = pd.DataFrame({"a": [f"c{i}" for i in range(100)]})
+    column = drift_report(reference, current).columns[0]
+    assert column.effect == pytest.approx(1.0)
+    assert column.drifted and column.p_value is not None and column.p_value < 1e-10
+    same = drift_report(reference, reference.sample(frac=1, random_state=1)).columns[0]
+    assert not same.drifted

@@ -140,7 +140,10 @@ def promote(
 ) -> None:
     """Point an alias (champion by default) at a version."""
     with open_registry() as registry:
-        if registry.alias(name, alias) == str(version).strip():
+        # An alias MLflow shows but the history lacks (the store failed mid-promotion) may be
+        # promoted again: that records the decision.
+        current = registry.alias(name, alias)
+        if current == str(version).strip() and registry.recorded(name, alias) == current:
             raise ValidationError(
                 f"version {version} of {name!r} is already the {alias}",
                 field="version",

@@ -21,8 +21,10 @@ dividing by zero. Wasserstein is normalised by the reference's standard deviatio
 Categorical columns (two `CategoricalProfile`s): the chi-square test of homogeneity on the
 2 x k table of counts over the union of categories (categories unseen in the reference count),
 without Yates' correction (scipy's `chi2_contingency(correction=False)`); categories with fewer
-than `RARE_COUNT` values in both samples together are pooled into one cell first, because the
-chi-square approximation fails on tiny expected counts. Jensen-Shannon distance in base 2 (0 =
+than `RARE_COUNT` values in both samples together are pooled first, because the chi-square
+approximation fails on tiny expected counts: into two cells, those the reference has and those
+it never saw, when each pool reaches `RARE_COUNT` (else into one), so that a column whose values
+are all rare and new (disjoint from the reference) still shows its drift. Jensen-Shannon distance in base 2 (0 =
 same shares, 1 = disjoint) on the unpooled shares.
 """
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 
-from eventops.monitoring.profile import CategoricalProfile, NumericProfile
+from eventops.monitoring.profile import CategoricalProfile, NumericProfile, unit_of
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4
@@ -65,6 +67,9 @@ def numeric_measures(reference: NumericProfile, current: NumericProfile) -> Nume
     is known (`upto / count`), so only the other side's points need a search. Merging the two
     sorted point sets by rank then gives the area between the CDFs without sorting anything.
     """
+    unit = unit_of(max(abs(reference.min), abs(reference.max), abs(current.min), abs(current.max)))
+    if unit != 1.0:  # every measure is scale-free: rescale rather than overflow
+        reference, current = reference.scaled(unit), current.scaled(unit)
     ref, cur = reference, current
     at_ref = ref.upto / ref.count - cur.cdf(ref.values)
     at_cur = ref.cdf(cur.values) - cur.upto / cur.count
@@ -152,8 +157,14 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float
     totals = reference + current
     rare = totals < RARE_COUNT
     if rare.any():
-        reference = np.append(reference[~rare], reference[rare].sum())
-        current = np.append(current[~rare], current[rare].sum())
+        # Rare categories the reference never had pool apart from the others, so that many
+        # rare new values (an ID-like column replaced) are not pooled away into one cell.
+        new = rare & (reference == 0)
+        pools = [rare & ~new, new]
+        if min(reference[p].sum() + current[p].sum() for p in pools) < RARE_COUNT:
+            pools = [rare]
+        reference = np.append(reference[~rare], [reference[p].sum() for p in pools])
+        current = np.append(current[~rare], [current[p].sum() for p in pools])
         totals = reference + current
     keep = totals > 0
     reference, current, totals = reference[keep], current[keep], totals[keep]

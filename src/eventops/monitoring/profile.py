@@ -25,10 +25,11 @@ in how many values are missing is a data-quality finding, not a change of distri
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -48,6 +49,14 @@ EXACT_VALUES = 65_536
 GRID_POINTS = 16_384
 MAX_CATEGORIES = 10_000
 PARALLEL_CELLS = 200_000  # below this many values, threads cost more than they save
+
+
+HUGE = 2.0**500  # beyond this magnitude, squares and differences of values overflow float64
+
+
+def unit_of(magnitude: float) -> float:
+    """1 for ordinary magnitudes; else a power of two that brings `magnitude` near 1."""
+    return 1.0 if magnitude <= HUGE else math.ldexp(1.0, math.frexp(magnitude)[1] - 1)
 
 
 def distinct(ordered: np.ndarray) -> np.ndarray:
@@ -112,9 +121,15 @@ class NumericProfile:
             else:  # distinct values: the rank is the count below
                 points, upto, below = ordered[ranks], ranks + 1, ranks
             exact = False
-        return cls(
-            n, missing, points, upto, below, exact, float(ordered.mean()), float(ordered.std())
-        )
+        # Values near the float64 limit overflow a plain sum: take the moments of scaled values.
+        unit = unit_of(max(abs(ordered[0]), abs(ordered[-1])))
+        scaled = ordered / unit if unit != 1.0 else ordered
+        mean, std = float(scaled.mean()) * unit, float(scaled.std()) * unit
+        return cls(n, missing, points, upto, below, exact, mean, std)
+
+    def scaled(self, unit: float) -> NumericProfile:
+        """The same profile with every value divided by `unit` (a power of two: exact)."""
+        return replace(self, values=self.values / unit, mean=self.mean / unit, std=self.std / unit)
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         """F(x) = share of values <= x: exact at the points, interpolated between them."""

@@ -184,6 +184,18 @@ class Registry:
         found = aliases.get(check_alias(alias))
         return str(found) if found is not None else None
 
+    def recorded(
+        self, name: str, alias: str = CHAMPION, *, session: Session | None = None
+    ) -> str | None:
+        """The version the decisions history says holds `alias` (the top of its stack).
+
+        It differs from `alias()` when a decision moved the alias in MLflow but its row was never
+        written (the store failed in between): the retried decision reads what was before from
+        here, not from MLflow, which already shows the new state."""
+        with self._session(session) as s:
+            stack = history.champion_history(s, name, check_alias(alias))
+        return stack[-1] if stack else None
+
     def decisions(self, name: str, *, limit: int | None = None) -> list[DecisionView]:
         """The decisions taken about `name`, newest first."""
         with self.store.session() as session:
@@ -221,6 +233,8 @@ class Registry:
         """Point `alias` at `version` (a promoted challenger loses its `challenger` alias)."""
         view = self._ready(name, version)
         previous = self.alias(name, alias)
+        if previous == view.version:  # a retry after the store failed: what was before?
+            previous = self.recorded(name, alias, session=session) or previous
         self.client.set_registered_model_alias(name, alias, view.version)
         if alias == CHAMPION and CHALLENGER in view.aliases:
             self.client.delete_registered_model_alias(name, CHALLENGER)
@@ -293,7 +307,20 @@ class Registry:
                 f"model {name!r} has no {alias} to roll back", field="model", rule="has-champion"
             )
         with self._session(session) as s:
-            target = self._previous(name, history.champion_history(s, name, alias), current)
+            stack = history.champion_history(s, name, alias)
+            if (
+                stack
+                and stack[-1] != current
+                and self._previous(name, stack[:], stack[-1]) == current
+            ):
+                # An earlier rollback moved the alias but its row was never written (the store
+                # failed): finish that rollback instead of undoing it.
+                log.warning("model %s: completing an unrecorded rollback to %s", name, current)
+                facts = {"rolled_back_version": stack[-1], **(evidence or {})}
+                return self._record(
+                    name, current, "rolled_back", alias, stack[-1], actor, facts, cause, s
+                )
+            target = self._previous(name, stack, current)
             if target is None:
                 raise ValidationError(
                     f"model {name!r} has no {alias} before version {current} to roll back to",

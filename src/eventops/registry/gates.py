@@ -256,6 +256,11 @@ def evaluate(gate: Gate, registry: Registry, model: str, version: str | int) -> 
     where = f"gates.{gate.model}"
     candidate = registry.version(model, version)
     champion = registry.alias(model, CHAMPION)
+    if champion == candidate.version:
+        # The alias moved but the decision was never recorded (the store failed): the version
+        # is judged again against the champion the history knows.
+        recorded = registry.recorded(model, CHAMPION)
+        champion = recorded if recorded != candidate.version else None
     label = gate.label or candidate.label
     holdout_ref = gate.holdout or candidate.holdout_uri
     if not holdout_ref:

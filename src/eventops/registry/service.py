@@ -62,7 +62,9 @@ class GateService:
         """What the service would do with this version (None: leave it registered)."""
         gate = self.gates.get(model)
         if gate is None:
-            if self.registry.alias(model, CHAMPION) is None:
+            # The alias already on this version: an earlier try moved it but its decision was
+            # never recorded (the store failed); recording it now completes that try.
+            if self.registry.alias(model, CHAMPION) in (None, version):
                 return Decision(model, version, "promoted", {"reason": NO_GATE, "gate": None})
             return None
         try:
