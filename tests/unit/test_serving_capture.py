@@ -104,6 +104,59 @@ def test_a_lake_outage_keeps_rows_buffered_up_to_a_bound() -> None:
     assert capture.last_error == "OSError: lake down"
 
 
+def test_a_failed_flush_is_retried_at_the_next_interval_not_on_every_request() -> None:
+    attempts: list[int] = []
+
+    class Down:
+        def commit_batch(self, name: str, table: Any, *, source: str) -> Any:
+            attempts.append(table.num_rows)
+            raise OSError("lake down")
+
+    from eventops.serving.inputs import Inputs
+
+    capture = PredictionCapture(Down(), "x", flush_rows=1, flush_seconds=3600)
+    one = Inputs(1, "matrix", np.array([[1.0, 2.0]]))
+    capture.start()
+    try:
+        capture.record(one, ("a", "b"), np.array([1]), ["i"], "1")
+        wait_for(lambda: capture.last_error is not None)
+        capture.record(one, ("a", "b"), np.array([1]), ["j"], "1")
+        # the flusher is not woken again: each wake-up rebuilt a table of the whole buffer
+        assert not capture._due.is_set() and attempts == [1]
+    finally:
+        capture.close(attempts=1)
+    assert attempts == [1, 2] and capture.rows_dropped == 2  # shutdown: logged and counted
+
+
+def test_requests_that_cannot_share_a_table_do_not_stop_capture() -> None:
+    """A model without a signature answered 2-D and 1-D inputs (no one table holds both), and
+    a request whose answer has too few rows (no table at all): the rest is still written."""
+    from eventops.serving.inputs import Inputs
+
+    class Tables:
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def commit_batch(self, name: str, table: Any, *, source: str) -> Any:
+            self.ids += table.column("prediction_id").to_pylist()
+
+    lake = Tables()
+    counted: list[tuple[str, int]] = []
+    capture = PredictionCapture(
+        lake, "mixed", flush_rows=10**6, on_rows=lambda outcome, rows: counted.append((outcome, rows))
+    )  # fmt: skip
+    wide = Inputs(1, "tensor", np.array([[1.0, 2.0]]))
+    flat = Inputs(1, "tensor", np.array([3.0]))
+    capture.record(wide, (), np.array([1]), ["w"], "1")
+    capture.record(flat, (), np.array([2]), ["f"], "1")
+    capture.record(Inputs(2, "tensor", np.array([4.0, 5.0])), (), np.array([3]), ["x", "y"], "1")
+    capture.record(flat, (), np.array([4]), ["g"], "1")
+    assert capture.flush() == 3
+    assert capture.buffered_rows == 0 and capture.rows_dropped == 2
+    assert ("dropped", 2) in counted and ("committed", 3) in counted
+    assert sorted(lake.ids) == ["f", "g", "w"]
+
+
 def test_sampling_captures_a_seeded_share_of_requests(lake: Lake) -> None:
     capture = PredictionCapture(lake, "sampled", sample=0.25, seed=7)
     draws = [capture.wants() for _ in range(2000)]
@@ -187,6 +240,12 @@ def test_tokens_guard_feedback_and_optionally_predictions(lake: Lake) -> None:
         assert client.get("/metrics").status_code == 200  # read-only routes stay open
     with test_client(no_token_remote) as client:
         refused = client.post("/feedback", json=good)
+        assert (refused.status_code, refused.json()["error"]["rule"]) == (403, "token-configured")
+    protected_without_token = create_app(
+        fake_model(), deployment=Deployment(name="x", model="linear", protect_predictions=True)
+    )
+    with test_client(protected_without_token) as client:  # closed, not open
+        refused = client.post("/invocations", json=predict)
         assert (refused.status_code, refused.json()["error"]["rule"]) == (403, "token-configured")
 
 

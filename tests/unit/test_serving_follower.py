@@ -187,3 +187,71 @@ def test_deployment_defaults_and_uris() -> None:
         1.0,
     )
     assert Deployment(name="x", model="m").challenger_uri is None
+
+
+def test_an_unexpected_error_is_logged_and_following_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resolver raising something that is not ours (a dropped connection) and a swap hook
+    that raises: each is logged, and the thread keeps following (it used to die silently)."""
+    registry = Registry()
+    resolves: list[str] = []
+
+    def flaky(uri: str) -> ModelRef:
+        resolves.append(uri)
+        if len(resolves) == 1:
+            raise ConnectionResetError("the registry hung up")
+        return registry.resolve(uri)
+
+    def hook(slot: ModelSlot, new: LoadedModel, old: LoadedModel | None) -> None:
+        raise RuntimeError("a metrics hook broke")
+
+    slot = ModelSlot(
+        "primary", "models:/churn@champion", registry.load(registry.resolve("x@champion"))
+    )
+    follower = AliasFollower(
+        "churn-api", [slot], poll_seconds=0.01, loader=registry.load, resolver=flaky, on_swap=hook
+    )
+    registry.aliases["champion"] = "2"
+    follower.start()
+    try:
+        wait_for(lambda: slot.model is not None and slot.model.version == "2", timeout=5)
+        assert [e.data["version"] for e in follower.events] == ["2"]  # announced all the same
+        assert follower._thread is not None and follower._thread.is_alive()
+    finally:
+        follower.stop()
+    assert "the registry hung up" in caplog.text and "a metrics hook broke" in caplog.text
+
+
+def test_server_parts_close_stops_the_follower_and_flushes_capture(store: Store) -> None:
+    """`close()` covers an app whose shutdown never ran: no thread left, no row left."""
+    import numpy as np
+
+    from eventops.serving.capture import PredictionCapture
+    from eventops.serving.inputs import Inputs
+    from eventops.serving.server import ServerParts
+
+    written: list[int] = []
+
+    class Tables:
+        def commit_batch(self, name: str, table: Any, *, source: str) -> Any:
+            written.append(table.num_rows)
+
+    registry = Registry()
+    slot = ModelSlot("primary", "models:/churn@champion")
+    follower = AliasFollower(
+        "api", [slot], poll_seconds=3600, loader=registry.load, resolver=registry.resolve
+    )
+    capture = PredictionCapture(Tables(), "p", flush_rows=10**6, flush_seconds=3600)
+    capture.record(
+        Inputs(1, "matrix", np.array([[1.0, 2.0]])), ("a", "b"), np.array([1]), ["i"], "1"
+    )
+    follower.start()
+    capture.start()
+    thread = follower._thread
+    assert thread is not None
+    parts = ServerParts(None, Deployment(name="api", model="churn"), slot, None, follower, capture,
+                        store)  # fmt: skip
+    parts.close()
+    parts.close()  # idempotent
+    assert not thread.is_alive() and written == [1]

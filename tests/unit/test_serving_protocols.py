@@ -149,6 +149,7 @@ BAD: list[tuple[str, Any, str, int, str | None, str]] = [
     ("csv-field-count", b"a,b,n,plan\n1,2,3\n", "text/csv", 422, "line 2", "shape"),
     ("csv-no-rows", b"a,b,n,plan\n", "text/csv", 422, "body", "non-empty"),
     ("csv-not-utf8", b"a,b,n,plan\n\xff,2,3,x\n", "text/csv", 400, "body", "utf-8"),
+    ("csv-huge-field", b"a,b,n,plan\n1,2,3," + b"x" * 200_000 + b"\n", "text/csv", 400, "body", "csv"),
 ]  # fmt: skip
 
 
@@ -173,6 +174,9 @@ BAD_V2: list[tuple[str, Any, str, str]] = [
     ("missing-column", {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, "b", "required"),
     ("string-value", {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, "x"]}]}, "b", "type"),
     ("column-shape", {"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}, {"name": "b", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, "inputs[0].shape", "shape"),
+    ("nested-vs-shape", {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [[1], [2]]}]}, "inputs[0].data", "shape"),
+    ("nested-ragged", {"inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "data": [[1, 2], [3]]}]}, "inputs[0].data", "shape"),
+    ("shape-overflows", {"inputs": [{"name": "x", "shape": [2**32, 2**32], "datatype": "FP64", "data": []}]}, "inputs[0].data", "shape"),
 ]  # fmt: skip
 
 
@@ -197,6 +201,34 @@ def test_binary_and_datetime_columns() -> None:
         with pytest.raises(InputError) as error:
             invocation({"dataframe_records": [record]}, schema)
         assert error.value.rule == rule
+
+
+def test_datetime_columns_arrive_by_csv_and_in_input_examples() -> None:
+    """Both hand the checks datetime64 arrays, which must not be turned into integers."""
+    import pandas as pd
+
+    from eventops.serving.models import example_inputs
+
+    schema = InputSchema(columns=(Column("plan", "string"), Column("at", "datetime")))
+    inputs = invocation(b"plan,at\nbasic,2026-01-02T03:04:05\n", schema, "text/csv")
+    assert str(frame_of(inputs, schema)["at"][0]) == "2026-01-02 03:04:05"
+    example = pd.DataFrame({"plan": ["basic"], "at": pd.to_datetime(["2026-01-02"])})
+    assert str(frame_of(example_inputs(schema, example), schema)["at"][0]) == "2026-01-02 00:00:00"
+
+
+def test_v2_tensors_with_arrays_among_their_values_are_refused_not_500() -> None:
+    deep = orjson.loads(b"[" * 70 + b"1" + b"]" * 70)
+    bodies = [
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, [3]]}]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": deep}]},
+        {"inputs": [{"name": "x", "shape": [2**32, 2**32], "datatype": "FP64", "data": []}]},
+    ]
+    for model in (tensor_model(), fake_model(schema=InputSchema(), name="tensor")):
+        with test_client(create_app(model)) as client:
+            for body in bodies:
+                response = client.post("/v2/models/tensor/infer", json=body)
+                assert response.status_code == 422, response.text
+                assert response.json()["rule"] == "shape"
 
 
 # ---------------------------------------------------------------------- through the app

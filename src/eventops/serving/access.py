@@ -28,9 +28,16 @@ class Guard:
         self.anonymous_feedback = anonymous_feedback
 
     def check(self, request: Request, *, feedback: bool) -> None:
-        """Raise HTTPProblem unless the request may go on."""
+        """Raise HTTPProblem unless the request may go on. `feedback=False` is a protected
+        prediction route: without a token it is refused (`serve` refuses to start that way,
+        `create_app` and `build_server` do not)."""
         if self._token is None:
-            if feedback and not self.anonymous_feedback:
+            if not feedback:  # protected predictions without a token: closed, never open
+                raise HTTPProblem(
+                    403, "predictions are protected but no token is configured: set EVENTOPS_TOKEN",
+                    field="authorization", rule="token-configured",
+                )  # fmt: skip
+            if not self.anonymous_feedback:
                 raise HTTPProblem(
                     403, "feedback needs a token on this address: set EVENTOPS_TOKEN",
                     field="authorization", rule="token-configured",

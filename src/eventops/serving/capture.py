@@ -127,7 +127,9 @@ class PredictionCapture:
                 old = self._buffer.popleft()
                 self._rows -= old.inputs.rows
                 dropped += old.inputs.rows
-            due = self._rows >= self.flush_rows
+            # after a failed flush the rows wait for the next interval: waking a retry on every
+            # request past flush_rows would rebuild a table of everything buffered each time
+            due = self._rows >= self.flush_rows and self.last_error is None
         if dropped:
             self.rows_dropped += dropped
             self._count("dropped", dropped)
@@ -164,6 +166,8 @@ class PredictionCapture:
                         "capture: %d row(s) for %s not written at shutdown: %s",
                         self._rows, self.dataset, exc,
                     )  # fmt: skip
+                    self.rows_dropped += self._rows
+                    self._count("dropped", self._rows)
                     return
                 time.sleep(0.1 * 2**attempt + self._random.random() * 0.1)
 
@@ -177,36 +181,74 @@ class PredictionCapture:
                 self.flush()
             except Exception as exc:  # kept buffered; the next flush tries again
                 log.warning("capture flush to %s failed: %s", self.dataset, exc)
+                self._due.clear()  # the next try comes after a whole interval (see `record`)
 
     def flush(self) -> int:
-        """Commit everything buffered as one lake batch; returns the rows committed."""
+        """Commit everything buffered (one lake batch, unless it cannot share one table);
+        returns the rows committed. A failed commit puts its rows and the ones after it back."""
         with self._flush_lock:
             with self._lock:
                 items = list(self._buffer)
                 self._buffer.clear()
-                rows = self._rows
                 self._rows = 0
             if not items:
                 return 0
+            groups = self._tables(items)
+            committed = 0
             try:
-                table = to_table(items)
-                self.lake.commit_batch(self.dataset, table, source=self.source)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                with self._lock:  # put them back in front, oldest first
-                    self._buffer.extendleft(reversed(items))
-                    self._rows += rows
-                raise
-            self.batches += 1
-            self.rows_committed += rows
-            self.last_error = None
-            self._count("committed", rows)
-        if self.relay is not None:
+                for index, (table, _) in enumerate(groups):
+                    try:
+                        self.lake.commit_batch(self.dataset, table, source=self.source)
+                    except Exception as exc:
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        left = [item for _, group in groups[index:] for item in group]
+                        with self._lock:  # put them back in front
+                            self._buffer.extendleft(reversed(left))
+                            self._rows += sum(item.inputs.rows for item in left)
+                        raise
+                    self.batches += 1
+                    committed += table.num_rows
+                self.last_error = None
+            finally:
+                if committed:
+                    self.rows_committed += committed
+                    self._count("committed", committed)
+        if self.relay is not None and committed:
             try:
                 self.relay.relay_once()
             except Exception as exc:  # the events wait in the outbox for the next relay
                 log.warning("relay after capture batch failed: %s", exc)
-        return rows
+        return committed
+
+    def _tables(self, items: list[Captured]) -> list[tuple[pa.Table, list[Captured]]]:
+        """The tables to commit: one, unless the items cannot share one (a model without a
+        signature took 1-D and 2-D inputs; a model's outputs changed type). Then one per
+        shape of columns; an item that cannot become a table at all (a model that answered
+        fewer rows than it was given) is dropped, counted and logged, not kept: kept, it
+        would fail every later flush and so stop all capture."""
+        try:
+            return [(to_table(items), items)]
+        except Exception as exc:
+            log.info("capture: the buffered requests do not fit one table (%s); splitting", exc)
+        groups: dict[pa.Schema, tuple[list[pa.Table], list[Captured]]] = {}
+        dropped = 0
+        for item in items:
+            try:
+                table = to_table([item])
+            except Exception as exc:
+                dropped += item.inputs.rows
+                log.error(
+                    "capture: dropping %d row(s) of %s that cannot be written: %s: %s",
+                    item.inputs.rows, self.dataset, type(exc).__name__, exc,
+                )  # fmt: skip
+                continue
+            tables, members = groups.setdefault(table.schema, ([], []))
+            tables.append(table)
+            members.append(item)
+        if dropped:
+            self.rows_dropped += dropped
+            self._count("dropped", dropped)
+        return [(pa.concat_tables(tables), members) for tables, members in groups.values()]
 
     def _count(self, outcome: str, rows: int) -> None:
         if self.on_rows is not None:

@@ -74,6 +74,7 @@ class AliasFollower:
         self.listening = threading.Event()  # set once the bus consumer polled once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unresolved: dict[str, str] = {}  # uri -> the last reason it did not resolve
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -112,17 +113,25 @@ class AliasFollower:
                     self.listening.set()
                     for record in records:
                         if record.event is not None and record.event.type in FOLLOWED:
-                            self.on_event(record.event)
+                            self._guarded(self.on_event, record.event)
                 else:
                     self.listening.set()
                     self._stop.wait(wait)
                 if time.monotonic() >= next_poll:
                     for slot in self.slots:
-                        self.refresh(slot)
+                        self._guarded(self.refresh, slot)
                     next_poll = time.monotonic() + self.poll_seconds
         finally:
             if consumer is not None:
                 consumer.close()
+
+    def _guarded(self, step: Callable[[Any], Any], arg: Any) -> None:
+        """Run one step of the loop; an error is logged and the loop goes on (a thread that
+        died here would stop following without a word while the server keeps answering)."""
+        try:
+            step(arg)
+        except Exception:
+            log.exception("following %s: %s failed; trying again", self.deployment, step.__name__)
 
     # ------------------------------------------------------------------ swapping
     def on_event(self, event: Event) -> None:
@@ -140,9 +149,13 @@ class AliasFollower:
             current = slot.model
             try:
                 ref = self.resolver(slot.uri)
-            except EventOpsError as exc:
-                log.debug("cannot resolve %s: %s", slot.uri, exc)
+            except EventOpsError as exc:  # the alias does not exist (yet), or the registry is down
+                self._resolve_failed(slot, exc)
                 return None
+            except Exception as exc:
+                log.warning("cannot resolve %s: %s: %s", slot.uri, type(exc).__name__, exc)
+                return None
+            self._unresolved.pop(slot.uri, None)
             if current is not None and ref.version == current.version:
                 return None
             try:
@@ -150,7 +163,10 @@ class AliasFollower:
             except Exception as exc:
                 log.warning("not swapping %s to %s: %s", slot.role, ref.pinned, exc)
                 if self.on_failure is not None:
-                    self.on_failure(slot, exc)
+                    try:
+                        self.on_failure(slot, exc)
+                    except Exception:
+                        log.exception("the failure hook failed for %s", slot.role)
                 return None
             previous = slot.swap(model)
             log.info(
@@ -158,9 +174,22 @@ class AliasFollower:
                 slot.role, model.name, model.version, previous.version if previous else None,
             )  # fmt: skip
         if self.on_swap is not None:
-            self.on_swap(slot, model, previous)
+            try:
+                self.on_swap(slot, model, previous)
+            except Exception:  # the swap happened; announce it all the same
+                log.exception("the swap hook failed for %s version %s", slot.role, model.version)
         self.announce(slot, model, previous, cause)
         return model
+
+    def _resolve_failed(self, slot: ModelSlot, exc: EventOpsError) -> None:
+        """A warning when the reason changes, debug while it repeats every poll (a challenger
+        alias that does not exist yet is normal and would flood the log)."""
+        message = str(exc)
+        if self._unresolved.get(slot.uri) != message:
+            self._unresolved[slot.uri] = message
+            log.warning("cannot resolve %s: %s", slot.uri, message)
+        else:
+            log.debug("cannot resolve %s: %s", slot.uri, message)
 
     def announce(
         self,

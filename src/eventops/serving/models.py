@@ -223,11 +223,19 @@ def warm_up(model: LoadedModel) -> None:
 
 def example_inputs(schema: InputSchema, example: Any) -> Inputs:
     if hasattr(example, "to_dict") and hasattr(example, "columns"):  # a pandas DataFrame
-        columns = {str(c): example[c].tolist() for c in example.columns}
+        columns = {str(c): _example_column(example[c]) for c in example.columns}
         return from_columns(schema, columns, "input_example")
     if isinstance(example, dict):
         return from_tensors(schema, example, "input_example")
     return from_tensor_value(schema, np.asarray(example).tolist(), "input_example")
+
+
+def _example_column(series: Any) -> Any:
+    """A DataFrame column as the checks take it: naive datetimes as datetime64[ns] (as lists
+    they would be Timestamps, which the datetime rule, made for JSON strings, refuses)."""
+    if series.dtype.kind == "M" and getattr(series.dtype, "tz", None) is None:
+        return series.to_numpy(dtype="datetime64[ns]")
+    return series.tolist()
 
 
 # ---------------------------------------------------------------------- batches in and out

@@ -11,6 +11,7 @@ datetime. The answer carries one output per model output and the prediction ids 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,14 @@ import numpy as np
 from eventops.serving.inputs import Inputs, from_columns, from_flat, from_tensor_value, from_tensors
 from eventops.serving.models import LoadedModel, Outputs
 from eventops.serving.protocols import Parsed, bad_request, dumps
-from eventops.serving.schema import FLOAT_KINDS, INT_KINDS, Column, InputError, InputSchema
+from eventops.serving.schema import (
+    FLOAT_KINDS,
+    INT_KINDS,
+    Column,
+    InputError,
+    InputSchema,
+    NDArray,
+)
 
 V2_TYPES = {
     "BOOL": "b", "UINT8": "u", "UINT16": "u", "UINT32": "u", "UINT64": "u", "INT8": "i",
@@ -73,8 +81,9 @@ def _v2_tensor(tensor: Any, index: int) -> _V2Tensor:
     data = tensor.get("data")
     if type(data) is not list:
         raise InputError("data must be an array", field=f"{where}.data", rule="array")
-    flat = data if not data or type(data[0]) is not list else _flatten(data, f"{where}.data")
-    size = int(np.prod(shape))
+    nested = bool(data) and type(data[0]) is list
+    flat = _flatten(data, shape, f"{where}.data") if nested else data
+    size = math.prod(shape)  # Python ints: np.prod would wrap around for huge shapes
     if len(flat) != size:
         raise InputError(
             f"{len(flat)} values do not fill shape {shape}", field=f"{where}.data", rule="shape"
@@ -82,12 +91,20 @@ def _v2_tensor(tensor: Any, index: int) -> _V2Tensor:
     return _V2Tensor(where, name, shape, datatype, flat)
 
 
-def _flatten(data: list[Any], where: str) -> list[Any]:
+def _flatten(data: list[Any], shape: list[int], where: str) -> list[Any]:
+    """Nested data, row-major; its nesting must be the declared shape (no ragged rows)."""
     try:
         array = np.asarray(data, dtype=object)
     except ValueError:
         raise InputError("the data is ragged", field=where, rule="shape") from None
-    return list(array.ravel())
+    flat = list(array.ravel())
+    if list(array.shape) != shape or any(type(v) is list for v in flat):
+        raise InputError(
+            f"the nested data does not have shape {shape} (ragged, or nested differently)",
+            field=where,
+            rule="shape",
+        )
+    return flat
 
 
 def _v2_inputs(schema: InputSchema, tensors: list[_V2Tensor]) -> Inputs:
@@ -119,10 +136,21 @@ def _v2_inputs(schema: InputSchema, tensors: list[_V2Tensor]) -> Inputs:
             _check_datatype(found, t)
             columns[t.name] = t.flat
         return from_columns(schema, columns, "inputs")
-    arrays = {t.name: np.asarray(t.flat).reshape(t.shape) for t in tensors}
+    arrays = {t.name: _array(t) for t in tensors}
     if len(arrays) == 1 and (not schema.tensors or schema.tensors[0].name is None):
         return from_tensor_value(schema, next(iter(arrays.values())), tensors[0].where)
     return from_tensors(schema, arrays, "inputs")
+
+
+def _array(tensor: _V2Tensor) -> NDArray:
+    try:
+        return np.asarray(tensor.flat).reshape(tensor.shape)
+    except (ValueError, TypeError):  # a list among the values: nested deeper than the shape
+        raise InputError(
+            f"the data does not fit shape {tensor.shape} (values must not be arrays)",
+            field=f"{tensor.where}.data",
+            rule="shape",
+        ) from None
 
 
 def _check_datatype(column: Column, tensor: _V2Tensor) -> None:

@@ -136,7 +136,10 @@ def parse_csv(body: bytes, schema: InputSchema) -> Inputs:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise bad_request("the CSV is not UTF-8", "body", "utf-8") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    except csv.Error as exc:  # a field over the csv module's size limit, for one
+        raise bad_request(f"not valid CSV ({exc})", "body", "csv") from None
     if len(rows) < 2:
         raise InputError("send a header line and at least one row", field="body", rule="non-empty")
     header, data = rows[0], rows[1:]

@@ -128,8 +128,14 @@ def _refuse(column: Column, values: Sequence[Any], ok: frozenset[type], what: st
 
 
 def convert_column(column: Column, values: Sequence[Any]) -> NDArray:
-    """Values of one column as an array of the column's dtype, or InputError naming the row."""
+    """Values of one column as an array of the column's dtype, or InputError naming the row.
+
+    An array that already has the column's (non-object) dtype was converted by us (CSV fields,
+    a DataFrame's datetime column) and is taken as it is: `tolist()` would turn datetimes into
+    integers, which the datetime rule then refuses."""
     if isinstance(values, np.ndarray):
+        if values.ndim == 1 and values.dtype == column.dtype and values.dtype != object:
+            return values
         values = values.tolist()
     types = set(map(type, values))
     kind = column.kind

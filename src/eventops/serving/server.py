@@ -14,6 +14,7 @@ hold no secrets); the token is read by each worker from ``EVENTOPS_TOKEN``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -62,10 +63,31 @@ class ServerParts:
     notes: list[str] = field(default_factory=list)
 
     def close(self) -> None:
-        if self.bus is not None:
-            self.bus.close()
-        if self.store is not None:
-            self.store.close()
+        """Stop the follower and flush the capture (the app's shutdown does that too; this
+        covers an app that never ran or whose shutdown was cut short), then close the bus and
+        the store. Idempotent."""
+        try:
+            if self.follower is not None:
+                self.follower.stop()
+            if self.capture is not None:
+                self.capture.close()
+        finally:
+            _close_all(self.bus, self.store)
+
+
+def _close_all(*resources: Any) -> None:
+    """Close each one, even when closing an earlier one raised (the first error is raised)."""
+    errors: list[Exception] = []
+    for resource in resources:
+        if resource is None:
+            continue
+        try:
+            resource.close()
+        except Exception as exc:
+            log.warning("closing %s failed: %s", type(resource).__name__, exc)
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def deployment_for_uri(model_uri: str, **knobs: Any) -> Deployment:
@@ -117,37 +139,42 @@ def build_server(
             notes.append(f"no challenger yet ({exc}); the primary answers everything until then")
     follows = resolve_alias(uri) is not None or challenger is not None
     store = bus = relay = capture = None
-    if follows or deployment.capture_sample > 0:
-        lake = Lake.from_settings(settings)
-        store = lake.store
-        try:
-            bus = open_configured_bus(settings)
-            relay = OutboxRelay(store, bus)
-        except EventOpsError as exc:
-            notes.append(f"no bus ({exc}): following the registry by polling only")
-        if deployment.capture_sample > 0:
-            capture = PredictionCapture(
-                lake, deployment.capture_dataset, sample=deployment.capture_sample,
-                flush_rows=deployment.capture_flush_rows,
-                flush_seconds=deployment.capture_flush_seconds, relay=relay,
-                source=f"serving:{deployment.name}",
+    try:
+        if follows or deployment.capture_sample > 0:
+            lake = Lake.from_settings(settings)
+            store = lake.store
+            try:
+                bus = open_configured_bus(settings)
+                relay = OutboxRelay(store, bus)
+            except EventOpsError as exc:
+                notes.append(f"no bus ({exc}): following the registry by polling only")
+            if deployment.capture_sample > 0:
+                capture = PredictionCapture(
+                    lake, deployment.capture_dataset, sample=deployment.capture_sample,
+                    flush_rows=deployment.capture_flush_rows,
+                    flush_seconds=deployment.capture_flush_seconds, relay=relay,
+                    source=f"serving:{deployment.name}",
+                )  # fmt: skip
+        follower = None
+        if follows:
+            slots = [s for s in (primary, challenger) if s is not None]
+            follower = AliasFollower(
+                deployment.name, slots, bus=bus, store=store, relay=relay,
+                poll_seconds=deployment.poll_seconds,
             )  # fmt: skip
-    follower = None
-    if follows:
-        slots = [s for s in (primary, challenger) if s is not None]
-        follower = AliasFollower(
-            deployment.name, slots, bus=bus, store=store, relay=relay,
-            poll_seconds=deployment.poll_seconds,
+        metrics = ServingMetrics()
+        if capture is not None:
+            captured = metrics.captured
+            capture.on_rows = lambda outcome, rows: captured.labels(outcome).inc(rows)
+        app = create_app(
+            primary, deployment=deployment, challenger=challenger, capture=capture, store=store,
+            relay=relay, follower=follower, metrics=metrics, token=token,
+            anonymous_feedback=anonymous_feedback,
         )  # fmt: skip
-    metrics = ServingMetrics()
-    if capture is not None:
-        captured = metrics.captured
-        capture.on_rows = lambda outcome, rows: captured.labels(outcome).inc(rows)
-    app = create_app(
-        primary, deployment=deployment, challenger=challenger, capture=capture, store=store,
-        relay=relay, follower=follower, metrics=metrics, token=token,
-        anonymous_feedback=anonymous_feedback,
-    )  # fmt: skip
+    except BaseException:  # nothing half-built stays open: the caller gets no parts to close
+        with contextlib.suppress(Exception):  # the error that stopped the build is the one to see
+            _close_all(bus, store)
+        raise
     return ServerParts(app, deployment, primary, challenger, follower, capture, store, bus, notes)
 
 
