@@ -14,6 +14,7 @@ import typer
 from eventops import __version__
 from eventops.cli import (
     alerts_cmd,
+    api_cmd,
     config_cmd,
     datasets_cmd,
     db_cmd,
@@ -26,6 +27,7 @@ from eventops.cli import (
     project_cmd,
     serve_cmd,
     sql_cmd,
+    tokens_cmd,
 )
 from eventops.cli.models_cmd import app as models_app
 
@@ -72,3 +74,5 @@ app.command(name="predict")(serve_cmd.predict)
 app.command(name="drift")(drift_cmd.drift)
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(monitors_cmd.app, name="monitors")
+app.add_typer(tokens_cmd.app, name="tokens")
+app.add_typer(api_cmd.app, name="api")

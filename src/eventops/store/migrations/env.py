@@ -18,6 +18,7 @@ from eventops.store import monitoring as _monitoring_tables  # noqa: F401  (regi
 from eventops.store import pipelines as _pipeline_tables  # noqa: F401  (registers the pipeline tables)
 from eventops.store import projects as _project_tables  # noqa: F401  (registers the projects table)
 from eventops.store import registry as _registry_tables  # noqa: F401  (registers model_decisions)
+from eventops.store import tokens as _token_tables  # noqa: F401  (registers api_tokens)
 from eventops.store.migrations import VERSION_TABLE
 from eventops.store.tables import Base
 
