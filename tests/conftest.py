@@ -27,6 +27,18 @@ def kafka_broker() -> Iterator[object]:
         broker.stop()
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded defaults under tmp_path (EVENTOPS_HOME), with no EVENTOPS_* from the caller's
+    environment leaking in, and tmp_path as the working directory."""
+    folder = tmp_path / "home"
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("EVENTOPS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("EVENTOPS_HOME", str(folder))
+    return folder
+
+
 def wait_for(
     condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02
 ) -> None:

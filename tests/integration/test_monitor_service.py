@@ -5,7 +5,6 @@ delayed labels, the Prometheus exposition, the bus end to end, and the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -38,16 +37,6 @@ from store_db import DATABASES, database_for
 CAPTURE = "predictions_churn_api"
 IDS = PredictionIds()
 cli = CliRunner()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.chdir(tmp_path)
-    for var in [v for v in os.environ if v.startswith("EVENTOPS_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("EVENTOPS_HOME", str(folder))
-    return folder
 
 
 @pytest.fixture

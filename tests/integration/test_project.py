@@ -9,7 +9,6 @@ bus and a local lake.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -50,16 +49,6 @@ app = typer.Typer()
 app.command("apply")(project_cmd.apply_cmd)
 app.command("worker")(project_cmd.worker_cmd)
 cli = CliRunner()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.chdir(tmp_path)
-    for var in [v for v in os.environ if v.startswith("EVENTOPS_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("EVENTOPS_HOME", str(folder))
-    return folder
 
 
 @pytest.fixture
