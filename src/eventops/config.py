@@ -94,6 +94,73 @@ class TrackingSettings(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI (default: SQLite under home)")
 
 
+class AuthSettings(_Section):
+    """OpenID Connect bearer tokens (e.g. Cognito) accepted beside EventOps API tokens.
+
+    Only signature-verified tokens from `oidc_issuer` for `oidc_audience` are accepted; the role
+    comes from the `oidc_role_claim` claim, a string or a list (Cognito: `cognito:groups`),
+    mapped through `oidc_roles` (claim value -> viewer|operator|admin; values that are role
+    names map to themselves). No mapped value: 403, never a default role.
+    """
+
+    oidc_issuer: str | None = Field(None, description="issuer URL; setting it turns OIDC on")
+    oidc_audience: str | None = Field(None, description="expected `aud` (or `client_id`) claim")
+    oidc_jwks_url: str | None = Field(
+        None, description="JWKS URL (default: <issuer>/.well-known/jwks.json)"
+    )
+    oidc_role_claim: str = Field("roles", description="claim holding the role or groups")
+    oidc_roles: dict[str, str] = Field(
+        default_factory=dict, description="claim value -> role; env: `group=role,group=role`"
+    )
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+
+    @field_validator("oidc_roles", mode="before")
+    @classmethod
+    def _roles(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from EVENTOPS_AUTH_OIDC_ROLES
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            out: dict[str, str] = {}
+            for pair in pairs:
+                key, sep, role = pair.partition("=")
+                if not sep or not key.strip():
+                    raise ConfigError(
+                        f"{pair!r} is not claim-value=role", field="auth.oidc_roles", rule="pairs"
+                    )
+                out[key.strip()] = role.strip()
+            value = out
+        if isinstance(value, dict):
+            for key, role in value.items():
+                if role not in ("viewer", "operator", "admin"):
+                    raise ConfigError(
+                        f"{key!r} maps to unknown role {role!r}; use viewer, operator or admin",
+                        field=f"auth.oidc_roles.{key}",
+                        rule="one-of",
+                    )
+        return value
+
+    @field_validator("oidc_algorithms", mode="before")
+    @classmethod
+    def _algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for name in value:
+            if not str(name).startswith(("RS", "ES", "PS")):  # never HS*/none: no shared secret
+                raise ConfigError(
+                    f"algorithm {name!r} is not an asymmetric one (RS*, ES*, PS*)",
+                    field="auth.oidc_algorithms",
+                    rule="asymmetric",
+                )
+        return value
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.oidc_jwks_url:
+            return self.oidc_jwks_url
+        if self.oidc_issuer:
+            return self.oidc_issuer.rstrip("/") + "/.well-known/jwks.json"
+        return None
+
+
 class Settings(_Section):
     home: Path = Field(Path(".eventops"), description="folder for the embedded defaults")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -103,6 +170,7 @@ class Settings(_Section):
     lake: LakeSettings = LakeSettings()
     pipelines: PipelineSettings = PipelineSettings()
     tracking: TrackingSettings = TrackingSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def tracking_uri(self) -> str:

@@ -20,6 +20,7 @@ from eventops.api import (
     routes_events,
     routes_models,
     routes_monitoring,
+    routes_platform,
     routes_runs,
     routes_tokens,
 )
@@ -43,6 +44,7 @@ def create_api(
     max_body: int = MAX_BODY,
     rate_per_second: float = RATE_PER_SECOND,
     rate_burst: int = RATE_BURST,
+    ui: bool = True,
 ) -> FastAPI:
     """The API over `store` (default: the configured store, migrated here and closed with the
     app). `auth=False` lets every request act as a local admin: only for loopback (the CLI
@@ -75,9 +77,13 @@ def create_api(
         return {"status": "ok", "version": __version__}
 
     for module in (
-        routes_events, routes_datasets, routes_runs, routes_models, routes_monitoring,
-        routes_tokens,
+        routes_events, routes_datasets, routes_runs, routes_models, routes_platform,
+        routes_monitoring, routes_tokens,
     ):  # fmt: skip
         app.include_router(module.router)
+    if ui:
+        from eventops.api.ui.pages import install
+
+        install(app)
 
     return app

@@ -17,6 +17,7 @@ from eventops.lake.storage import LakeStorage
 from eventops.store import Store
 
 if TYPE_CHECKING:
+    from eventops.api.oidc import OidcVerifier
     from eventops.pipelines.runner import Runner
     from eventops.registry import Registry
 
@@ -34,6 +35,18 @@ class ApiContext:
     _registry: Registry | None = None
     _runner: Runner | None = None
     _project_loaded: bool = False
+    _oidc: OidcVerifier | None = None
+
+    def oidc(self) -> OidcVerifier | None:
+        """The OIDC verifier when an issuer is configured (built once: it caches the keys)."""
+        if not self.settings.auth.oidc_issuer:
+            return None
+        from eventops.api.oidc import OidcVerifier
+
+        with self._lock:
+            if self._oidc is None:
+                self._oidc = OidcVerifier(self.settings.auth)
+            return self._oidc
 
     def lake(self) -> Lake:
         with self._lock:

@@ -59,7 +59,7 @@ def status_of(exc: EventOpsError) -> int:
     return exc.http_status
 
 
-async def _eventops_error(request: Request, exc: Exception) -> JSONResponse:
+async def eventops_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EventOpsError)
     body = error_body(exc.message, field=exc.field, rule=exc.rule or type(exc).__name__)
     return JSONResponse(body, status_code=status_of(exc))
@@ -77,7 +77,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     rule = getattr(exc, "rule", None) or {404: "route", 405: "method"}.get(exc.status_code, "http")
     field = getattr(exc, "field", None)
@@ -89,6 +89,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(EventOpsError, _eventops_error)
+    app.add_exception_handler(EventOpsError, eventops_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

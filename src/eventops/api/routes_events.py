@@ -60,8 +60,9 @@ def list_events(
     return Page(items=items, next=str(last) if last is not None else None)
 
 
-def _sse(event: Event) -> str:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(event.to_dict())}\n\n"
+def _sse(event: Event, *, named: bool = True) -> str:
+    name = f"event: {event.type}\n" if named else ""
+    return f"id: {event.id}\n{name}data: {json.dumps(event.to_dict())}\n\n"
 
 
 @router.get(
@@ -75,6 +76,11 @@ async def stream_events(
     type: list[str] | None = Query(None, description="Type patterns: `dataset.*`, ..."),
     max_events: int | None = Query(None, ge=1, le=100_000, description="End after this many."),
     timeout: float = Query(300.0, gt=0, le=3600, description="End after this many seconds."),
+    named: bool = Query(
+        True,
+        description="Send each event's type as the SSE event name; false sends plain messages "
+        "(what a browser's EventSource.onmessage receives).",
+    ),
 ) -> StreamingResponse:
     """Streams until the client disconnects, `max_events` were sent or `timeout` passed (a
     client reconnects for more), so no request holds a bus consumer forever."""
@@ -97,7 +103,7 @@ async def stream_events(
             while time.monotonic() < deadline:
                 for record in records:
                     if record.event is not None and type_matches(record.event.type, patterns):
-                        yield _sse(record.event)
+                        yield _sse(record.event, named=named)
                         last_write = time.monotonic()
                         sent += 1
                         if max_events is not None and sent >= max_events:

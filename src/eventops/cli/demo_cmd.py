@@ -20,6 +20,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from eventops.apply import apply
 from eventops.cli.demo_data import run_data_plane, show_catalog
 from eventops.cli.demo_loop import wait
 from eventops.cli.demo_serving import run_serving
@@ -148,6 +149,11 @@ def demo(
     if train:
         console.print("\n[bold]6. training, started by the events[/bold]")
         project = load_project(data.parent / "project.py")
+        applied = apply(project, lake, actor="demo")
+        console.print(
+            f"  eventops apply: project {project.name} recorded "
+            f"({', '.join(f'{n} to {k}' for k, n in applied.counts().items() if n) or 'unchanged'})"
+        )
         trained = run_training(console, lake, bus_url, home, project)
         if trained and serve:
             console.print("\n[bold]7. promotion and serving, driven by the events[/bold]")

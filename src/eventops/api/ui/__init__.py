@@ -1,0 +1,1 @@
+"""The web UI served by the API (`pages.install`): templates, one stylesheet, one script."""
