@@ -20,6 +20,7 @@ its drift events fire the `churn-model-health` alert and retrain the model.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventops.lake.transforms import Transform
-from eventops.pipelines import log_metrics, read_dataset
-from eventops.pipelines.dsl import pipeline, step
 from eventops.monitoring.alerts import AlertRule
 from eventops.monitoring.channels import Log
 from eventops.monitoring.monitors import Monitor, Performance
+from eventops.pipelines import log_metrics, read_dataset
+from eventops.pipelines.dsl import pipeline, step
 from eventops.pipelines.triggers import manual, on_drift, on_new_data
 from eventops.registry import Gate, register_model
 from eventops.serving import Deployment
@@ -186,7 +187,13 @@ gates = [
 # `eventops serve --deployment churn-api --project examples/churn/project.py` serves the
 # champion and swaps to each new one; every prediction is captured for monitoring.
 deployments = [
-    Deployment(name="churn-api", model="churn", alias="champion", capture_sample=1.0, port=8080)
+    Deployment(
+        name="churn-api",
+        model="churn",
+        alias="champion",
+        capture_sample=1.0,
+        port=int(os.environ.get("CHURN_API_PORT", "8080")),  # where `eventops up` serves it
+    )
 ]
 
 # Every 200 captured predictions of `churn-api`: have the inputs drifted from what the model was

@@ -29,6 +29,7 @@ class ApiContext:
     auth: bool = True
     project: Path | None = None
     stream_poll: float = 0.2  # seconds one SSE poll of the bus waits for new events
+    oidc_refresh_cooldown: float = 30.0  # seconds between key-set refetches for unknown keys
     streams_ready: int = 0  # SSE streams whose bus position is fixed (tests wait on it)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _lake: Lake | None = None
@@ -45,7 +46,9 @@ class ApiContext:
 
         with self._lock:
             if self._oidc is None:
-                self._oidc = OidcVerifier(self.settings.auth)
+                self._oidc = OidcVerifier(
+                    self.settings.auth, refresh_cooldown=self.oidc_refresh_cooldown
+                )
             return self._oidc
 
     def lake(self) -> Lake:

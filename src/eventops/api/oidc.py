@@ -38,13 +38,19 @@ class NoRole(Exception):
 class OidcVerifier:
     """Verifies bearer JWTs for one issuer and audience; thread-safe (PyJWKClient locks)."""
 
-    def __init__(self, settings: AuthSettings, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, settings: AuthSettings, *, timeout: float = 5.0, refresh_cooldown: float = 30.0
+    ) -> None:
+        """`refresh_cooldown`: a token naming an unknown key refetches the key set at most this
+        often, so a stream of junk tokens cannot make the API hammer the identity provider."""
         if not settings.oidc_issuer or settings.jwks_url is None:
             raise ValueError("OIDC needs auth.oidc_issuer")
         self.settings = settings
         self.issuer = settings.oidc_issuer
         self.audience = settings.oidc_audience
-        self.keys = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=int(timeout))
+        self.keys = jwt.PyJWKClient(
+            settings.jwks_url, cache_keys=True, timeout=timeout, cooldown_duration=refresh_cooldown
+        )
 
     @staticmethod
     def looks_like_jwt(credential: str) -> bool:

@@ -22,12 +22,14 @@ from eventops.cli import (
     drift_cmd,
     events_cmd,
     ingest_cmd,
+    init_cmd,
     monitors_cmd,
     pipelines_cmd,
     project_cmd,
     serve_cmd,
     sql_cmd,
     tokens_cmd,
+    up_cmd,
 )
 from eventops.cli.models_cmd import app as models_app
 
@@ -65,6 +67,7 @@ app.command(name="sql")(sql_cmd.sql)
 app.command(name="run")(pipelines_cmd.run)
 app.command(name="lineage")(pipelines_cmd.lineage)
 app.add_typer(pipelines_cmd.app, name="runs")
+app.command(name="init")(init_cmd.init)
 app.command(name="apply")(project_cmd.apply_cmd)
 app.command(name="worker")(project_cmd.worker_cmd)
 app.command(name="demo")(demo_cmd.demo)
@@ -76,3 +79,4 @@ app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(monitors_cmd.app, name="monitors")
 app.add_typer(tokens_cmd.app, name="tokens")
 app.add_typer(api_cmd.app, name="api")
+app.command(name="up")(up_cmd.up)
