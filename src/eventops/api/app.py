@@ -25,7 +25,7 @@ from eventops.api import (
     routes_tokens,
 )
 from eventops.api.context import ApiContext
-from eventops.api.errors import install_error_handlers
+from eventops.api.errors import ERROR_RESPONSES, install_error_handlers
 from eventops.api.limits import BodySizeLimit, RateLimiter
 from eventops.config import Settings
 from eventops.store import Store
@@ -66,6 +66,7 @@ def create_api(
         title="EventOps API",
         version=__version__,
         description="The EventOps control plane. Send `Authorization: Bearer <token>`.",
+        responses=ERROR_RESPONSES,
     )
     app.state.context = ApiContext(settings, store, auth=auth, project=project)
     app.state.limiter = RateLimiter(rate_per_second, rate_burst)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eventops.errors import (
@@ -21,6 +22,35 @@ from eventops.errors import (
     NotFound,
     ValidationError,
 )
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = Field(None, description="What was wrong: a parameter, a body field...")
+    rule: str | None = Field(None, description="The rule broken; stable, for clients to switch on")
+    message: str
+    details: list[dict[str, Any]] | None = Field(None, description="Every validation failure")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the API answers."""
+
+    error: ErrorDetail
+
+
+_WHEN = {
+    400: "The server's configuration is invalid",
+    401: "No token, or an unknown, expired or revoked one",
+    403: "The token's role is too low",
+    404: "No such thing",
+    413: "The body is too large",
+    422: "The request breaks a rule (the field and the rule are named)",
+    429: "Too many requests for this token (see Retry-After)",
+    503: "A backend (bus, store, tracking server) is unavailable",
+}
+# Documented on every operation, so clients and schema checks know the error body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _WHEN.items()
+}
 
 
 class ApiError(StarletteHTTPException):
