@@ -123,3 +123,23 @@ def test_bad_quantities_name_the_field() -> None:
     assert info.value.field == "bus.retention_age"
     with pytest.raises(ConfigError):
         parse_size("lots", field="bus.retention_bytes")
+
+
+@pytest.mark.parametrize("group", [None, "tail-group"])
+def test_latest_reads_a_topic_created_after_it_started(tmp_path: Path, group: str | None) -> None:
+    """The events of a topic that appears after a "latest" consumer started are all new: none
+    may be skipped while the consumer has not yet heard of the topic."""
+    bus = SQLiteBus(f"sqlite:///{tmp_path}/e.db")
+    bus.publish([Event(type="old.thing.happened", data=0)])
+    consumer = bus.consumer(group, None, start="latest")
+    try:
+        bus.publish([Event(type="old.thing.happened", data=1)])
+        bus.publish([Event(type="brandnew.thing.happened", data=2)])  # creates the topic
+        seen: list[int] = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen += [r.event.data for r in consumer.poll(0.2) if r.event is not None]
+        assert sorted(seen) == [1, 2]
+    finally:
+        consumer.close()
+    bus.close()

@@ -304,7 +304,17 @@ class SQLiteConsumer:
         self._heartbeat_every = min(1.0, bus.session_timeout / 3)
         self._data_version: int | None = None
         self._closed = False
+        # Partitions that existed when this consumer fixed its start. One that appears later
+        # (a topic created by a later publish) holds only events published after the start, so
+        # "latest" reads it from its beginning: otherwise the events published between its
+        # creation and the next heartbeat would be skipped.
+        self._existing: set[TopicPartition] | None = None
         self._heartbeat()
+
+    def _initial(self, conn: sqlite3.Connection, tp: TopicPartition) -> int:
+        if self.start == "earliest" or (self._existing is not None and tp not in self._existing):
+            return 0
+        return _end(conn, *tp)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.positions)
@@ -324,11 +334,12 @@ class SQLiteConsumer:
             if self.group is None:
                 for tp in wanted:
                     if tp not in self.positions:
-                        start = 0 if self.start == "earliest" else _end(conn, *tp)
-                        self.positions[tp] = start
-                conn.execute("COMMIT")
-                return
-            self._rebalance(conn, now, wanted)
+                        self.positions[tp] = self._initial(conn, tp)
+                        self._data_version = None  # read the new partition on the next poll
+            else:
+                self._rebalance(conn, now, wanted)
+            if self._existing is None:
+                self._existing = set(wanted)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -378,7 +389,7 @@ class SQLiteConsumer:
                 positions[tp] = int(row[0])
             else:
                 # No committed offset yet: fix the start now so that later members agree on it.
-                positions[tp] = 0 if self.start == "earliest" else _end(conn, *tp)
+                positions[tp] = self._initial(conn, tp)
                 conn.execute("INSERT INTO offsets VALUES (?, ?, ?, ?)", (group, *tp, positions[tp]))
         self.positions = positions
         self._data_version = None
