@@ -28,7 +28,7 @@ dev: $(VENV)/.dev-installed
 demo: install
 	$(BIN)/eventops demo
 
-## services: start what the tests need and is not running (PostgreSQL, promtool); Kafka (tansu) is started by the tests
+## services: start what the tests need and is not running (PostgreSQL, promtool, Chromium); Kafka (tansu) is started by the tests
 services:
 	@if ! $(BIN)/python -c "import socket; socket.create_connection(('$(PG_HOST)', $(PG_PORT)), 2)" 2>/dev/null; then \
 		echo "PostgreSQL is not answering on $(PG_HOST):$(PG_PORT); starting it"; \
@@ -40,9 +40,14 @@ services:
 		apt-get install -y -q --no-install-recommends prometheus >/dev/null \
 		|| { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }
 	@command -v promtool >/dev/null || (echo "promtool not found: the deploy/prometheus tests need it" >&2; exit 1)
+	@command -v chromium >/dev/null || { echo "chromium missing; installing Debian's chromium package (UI tests)"; \
+		apt-get install -y -q --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium >/dev/null; }; }
+	@command -v chromium >/dev/null || (echo "chromium not found: the tests/e2e UI tests need it" >&2; exit 1)
 
 ## lint: formatting, lint rules, strict typing and the layer contract
 lint: dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run detect-secrets --all-files --show-diff-on-failure
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy

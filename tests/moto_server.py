@@ -23,7 +23,7 @@ START_TIMEOUT = 30.0  # seconds for the server to bind and answer HTTP
 # Dummy credentials: moto accepts any, and they keep botocore away from real ones.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 

@@ -117,6 +117,7 @@ def test_url_options_and_keywords_that_win() -> None:
         ("kafka://k:9092,:9093", {}, "bus.url", "host-port"),
         ("kafka://", {}, "bus.url", "host-port"),
         ("kafka://k:9092/events", {}, "bus.url", "no-path"),
+        # pragma: allowlist nextline secret
         ("kafka://eventops:hunter2@k:9092", {}, "bus.url", "no-password-in-url"),
         ("kafka://k:9092?sasl_password=hunter2", {}, "bus.url", "no-password-in-url"),
         ("kafka://eventops@k:9092", {}, "bus.url", "no-userinfo"),
@@ -131,6 +132,7 @@ def test_url_options_and_keywords_that_win() -> None:
         ("kafka+ssl://k:9092?ssl_key_location=/k.pem", {}, "bus.ssl_key_location", "pair"),
         ("kafka://k:9092?prefix=a.b", {}, "bus.prefix", "topic-chars"),
         ("kafka+ssl://k:9092?sasl_mechanism=PLAIN", {}, "bus.sasl_username", "required"),
+        # pragma: allowlist nextline secret
         ("kafka://k:9092", {"sasl_password": "hunter2"}, "bus.sasl_password", "requires-sasl"),
         ("http://k:9092", {}, "bus.url", "scheme"),
     ],
@@ -161,7 +163,7 @@ def test_msk_sasl_ssl_scram_config(monkeypatch: pytest.MonkeyPatch, no_password_
     assert conf["bootstrap.servers"] == "b-1.msk.example.com:9096,b-2.msk.example.com:9096"
     assert conf["security.protocol"] == "SASL_SSL"
     assert (conf["sasl.mechanism"], conf["sasl.username"]) == ("SCRAM-SHA-512", "eventops")
-    assert conf["sasl.password"] == "s3cr3t-from-env"
+    assert conf["sasl.password"] == "s3cr3t-from-env"  # pragma: allowlist secret
     assert (conf["enable.idempotence"], conf["acks"], conf["client.id"]) == (
         True,
         "all",
@@ -182,8 +184,9 @@ def test_password_from_file_and_keyword(
     secret.write_text("s3cr3t-from-file\n")
     monkeypatch.setenv(PASSWORD_FILE_ENV, str(secret))
     bus = KafkaBus(MSK)
-    assert bus.config("consumer")["sasl.password"] == "s3cr3t-from-file"
+    assert bus.config("consumer")["sasl.password"] == "s3cr3t-from-file"  # pragma: allowlist secret
     assert "s3cr3t" not in repr(bus) and "s3cr3t" not in repr(vars(bus))
+    # pragma: allowlist nextline secret
     assert KafkaBus(MSK, sasl_password="kw").config("admin")["sasl.password"] == "kw"
     monkeypatch.setenv(PASSWORD_FILE_ENV, str(tmp_path / "missing"))
     with pytest.raises(ConfigError) as caught:

@@ -183,6 +183,7 @@ def test_dlq_list_and_retry(bus_url: str) -> None:
 def test_config_show_redacts_and_reports_errors(
     bus_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # pragma: allowlist nextline secret
     monkeypatch.setenv("EVENTOPS_STORE_URL", "postgresql://app:topsecret@db/eventops")
     result = invoke("config", "show", "--json")
     assert result.exit_code == 0, result.output
