@@ -322,3 +322,41 @@ def test_the_stream_delivers_an_event_published_after_connecting(
     assert response.headers["content-type"].startswith("text/event-stream")
     assert f"id: {event.id}" in response.text
     assert "event: apitest.ping.sent" in response.text
+
+
+# ---------------------------------------------------------------------- ingestion
+def test_an_operator_ingests_records_once_with_audit(
+    client: TestClient, headers: dict[str, dict[str, str]], store: Store
+) -> None:
+    operator = {**headers["operator"], "Idempotency-Key": "order-batch-1"}
+    rows = [{"id": 1, "amount": 9.5}, {"id": 2, "amount": 3.0}]
+    first = client.post("/api/datasets/orders/records", headers=operator, json=rows)
+    assert first.status_code == 201, first.text
+    assert first.json()["rows_accepted"] == 2 and first.json()["duplicate"] is False
+    again = client.post("/api/datasets/orders/records", headers=operator, json=rows)
+    assert again.json()["duplicate"] is True
+    assert again.json()["batch_id"] == first.json()["batch_id"]
+    shown = client.get("/api/datasets/orders", headers=headers["viewer"]).json()
+    assert shown["rows"] == 2
+    audited = outbox(store, "audit.dataset.ingested")
+    assert [(e.data["actor"], e.data["rows"], e.data["duplicate"]) for e in audited] == [
+        ("operator-bot", 2, False),
+        ("operator-bot", 0, True),  # the retry is audited too, as a no-op
+    ]
+    assert outbox(store, "dataset.batch.ingested")[0].data["rows"] == 2
+
+
+def test_bad_records_are_refused_naming_the_rule(
+    client: TestClient, headers: dict[str, dict[str, str]]
+) -> None:
+    operator = headers["operator"]
+    broken = client.post(
+        "/api/datasets/orders/records",
+        headers={**operator, "Content-Type": "application/json"},
+        content=b'[{"id": 1,',
+    )
+    assert broken.status_code == 400, broken.text
+    assert broken.json()["error"]["field"] == "body"
+    bad_name = client.post("/api/datasets/Bad Name!/records", headers=operator, json=[{"a": 1}])
+    assert bad_name.status_code == 422
+    assert bad_name.json()["error"]["field"] == "name"
