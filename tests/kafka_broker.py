@@ -124,12 +124,14 @@ def _wait_ready(broker: TansuBroker, deadline: float) -> None:
             continue
 
 
-def start_tansu(timeout: float = START_TIMEOUT) -> TansuBroker:
-    """Start tansu on a free loopback port and wait until it answers; raises if it cannot."""
+def start_tansu(timeout: float = START_TIMEOUT, port: int | None = None) -> TansuBroker:
+    """Start tansu on a free loopback port (or `port`: a broker restarted where clients expect
+    it) and wait until it answers; raises if it cannot."""
     binary = tansu_binary()
-    attempts = 3  # a free port can be taken between our probe and tansu's bind
+    attempts = 3 if port is None else 1  # a free port can be taken between probe and bind
+    chosen = port
     for attempt in range(1, attempts + 1):
-        port = free_port()
+        port = chosen or free_port()
         listener = f"tcp://127.0.0.1:{port}"
         fd, name = tempfile.mkstemp(prefix="tansu-", suffix=".log")
         with os.fdopen(fd, "wb") as log:

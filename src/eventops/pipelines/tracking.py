@@ -296,8 +296,13 @@ def _now_ms() -> int:
 
 
 def tracker_from_settings(settings: Settings, experiment_prefix: str = "eventops") -> Tracker:
-    """The configured tracker: MLflow at `tracking.uri` (default `sqlite:///<home>/mlflow.db`),
-    artifacts of new experiments under `<lake>/mlruns`."""
-    storage = LakeStorage(settings.lake_url)
-    root = storage.uri(storage.path("mlruns"))
+    """The configured tracker: MLflow at `tracking.uri` (default `sqlite:///<home>/mlflow.db`).
+
+    With a database URI, artifacts of new experiments go under `<lake>/mlruns`. With a tracking
+    server (http/https) the server decides: it usually proxies artifacts to its own store
+    (`--serve-artifacts`), so workers need no credentials for the artifact bucket."""
+    root = None
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        storage = LakeStorage(settings.lake_url)
+        root = storage.uri(storage.path("mlruns"))
     return MlflowTracker(settings.tracking_uri, experiment_prefix, artifact_root=root)

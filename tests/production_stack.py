@@ -1,0 +1,162 @@
+"""The production profile on one machine, for the tests: Kafka protocol (tansu), PostgreSQL (the
+machine's server, fresh databases), S3 (moto's server), an MLflow tracking server backed by
+PostgreSQL and S3, and Ray as the executor. EventOps itself runs as separate `eventops`
+processes configured only through EVENTOPS_* variables, as it would on a cluster.
+
+Anything that cannot start raises: these tests fail, never skip, without their services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from eventops.cli.demo_data import free_port
+from kafka_broker import TansuBroker, start_tansu
+from moto_server import MotoServer, start_moto
+from store_db import postgres_database
+
+BUCKET = "eventops-prod"
+KAFKA_OPTIONS = "partitions=4&session_timeout_ms=6000&fetch_wait_max_ms=10"
+
+
+@dataclass
+class Proc:
+    """One `eventops` (or MLflow) process with its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return f"--- {self.name} ---\n" + "\n".join(self.text().splitlines()[-lines:])
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, grace: float = 30.0) -> int:
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+@dataclass
+class Stack:
+    broker: TansuBroker
+    moto: MotoServer
+    store_url: str
+    tracking_url: str
+    folder: Path
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+
+    def eventops(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eventops", *args], cwd=self.folder, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def spawn(self, name: str, args: Sequence[str], *, eventops: bool = True) -> Proc:
+        log = self.folder / f"{name}.log"
+        argv = [sys.executable, "-m", "eventops", *args] if eventops else list(args)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                argv, cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        proc = Proc(name, process, log)
+        self.procs.append(proc)
+        return proc
+
+    def tails(self) -> str:
+        return "\n".join(p.tail() for p in self.procs)
+
+    def restart_broker(self, down_for: float = 0.0) -> None:
+        """Stop the broker and start a new one on the same port (tansu keeps nothing: the new
+        broker is empty, as a real cluster restored without its log would be)."""
+        port = self.broker.port
+        self.broker.stop()
+        time.sleep(down_for)  # the outage itself, not a wait for a condition
+        self.broker = start_tansu(port=port)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(condition: object, timeout: float, what: str, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if proc is not None and not proc.alive:
+            raise RuntimeError(f"{what}: {proc.name} exited\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not within {timeout}s\n{proc.tail() if proc else ''}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def production_stack(folder: Path) -> Iterator[Stack]:
+    """Start every service of the production profile; stop them all afterwards."""
+    broker = start_tansu()
+    moto = start_moto()
+    try:
+        moto.create_bucket(BUCKET)
+        with postgres_database() as store_url, postgres_database() as mlflow_db:
+            base = {k: v for k, v in os.environ.items() if not k.startswith("EVENTOPS_")}
+            aws = {**moto.env(), "MLFLOW_S3_ENDPOINT_URL": moto.endpoint}
+            port = free_port()
+            tracking = f"http://127.0.0.1:{port}"
+            env = {
+                **base, **aws, "COLUMNS": "200", "RAY_USAGE_STATS_ENABLED": "0",
+                "EVENTOPS_HOME": str(folder / "home"),
+                "EVENTOPS_BUS_URL": f"{broker.url}?{KAFKA_OPTIONS}",
+                "EVENTOPS_STORE_URL": store_url,
+                "EVENTOPS_LAKE_URL": f"s3://{BUCKET}/lake",
+                "EVENTOPS_TRACKING_URI": tracking,
+                "EVENTOPS_PIPELINES_EXECUTOR": "ray",
+            }  # fmt: skip
+            stack = Stack(broker, moto, store_url, tracking, folder, env)
+            mlflow = stack.spawn(
+                "mlflow",
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                 "--port", str(port), "--backend-store-uri", mlflow_db,
+                 "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts",
+                 "--workers", "1"],
+                eventops=False,
+            )  # fmt: skip
+            try:
+                _wait(lambda: _healthy(f"{tracking}/health"), 180, "MLflow server", mlflow)
+                yield stack
+            finally:
+                for proc in reversed(stack.procs):
+                    proc.stop(grace=20)
+                stack.broker.stop()
+    finally:
+        moto.stop()
+        with contextlib.suppress(Exception):
+            broker.stop()
