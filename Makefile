@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e '.[examples]' 
 	touch $@
 
+# torch first, pinned: the CPU build that lies on this disk; the open range of the finetune
+# extra would otherwise pull a CUDA build of several GB.
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[kafka,postgres,ray,dev]'
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[kafka,postgres,ray,finetune,dev]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -70,6 +73,7 @@ bench: dev
 	$(BIN)/python benchmarks/bench_serving.py --write-readme
 	$(BIN)/python benchmarks/bench_drift.py --write-readme
 	$(BIN)/python benchmarks/bench_loop.py --write-readme
+	$(BIN)/python benchmarks/bench_finetune.py --lora --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache

@@ -221,8 +221,11 @@ def _class_scores(model: Any, features: Any) -> Any | None:
     metrics are computed from `predict_proba` wherever the wrapped model offers it."""
     try:
         raw = model.get_raw_model()
-    except Exception:  # not every flavor exposes its model
-        return None
+    except Exception:  # a PythonModel (e.g. a fine-tuned transformer) is reached another way
+        try:
+            raw = model.unwrap_python_model()
+        except Exception:  # not every flavor exposes its model
+            return None
     predict_proba = getattr(raw, "predict_proba", None)
     return predict_proba(features) if callable(predict_proba) else None
 
