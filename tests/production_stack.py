@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,13 +80,20 @@ class Stack:
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
-    def spawn(self, name: str, args: Sequence[str], *, eventops: bool = True) -> Proc:
+    def spawn(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        eventops: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         log = self.folder / f"{name}.log"
         argv = [sys.executable, "-m", "eventops", *args] if eventops else list(args)
         with log.open("ab") as out:
             process = subprocess.Popen(
-                argv, cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                argv, cwd=self.folder, env={**self.env, **(env or {})}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         proc = Proc(name, process, log)
         self.procs.append(proc)
@@ -160,3 +169,65 @@ def production_stack(folder: Path) -> Iterator[Stack]:
         moto.stop()
         with contextlib.suppress(Exception):
             broker.stop()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to `target` that a test can cut (every connection dropped, new ones
+    refused) and restore: "the store is unreachable for a while" without stopping a server
+    other tests share."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
-from eventops.errors import ValidationError
+from eventops.errors import BackendUnavailable, ValidationError
 from eventops.events.bus import Bus
 from eventops.events.envelope import Event
 from eventops.events.subscription import Subscription
@@ -34,6 +34,7 @@ class Worker:
     - ``triggers``: a `TriggerEngine` over the project's pipelines' triggers;
     - ``runner``: `Runner.resume_stale()` at start, then every `pipeline.run.requested` for one of
       the project's pipelines (requests for other pipelines are left to their own workers);
+      every heartbeat interval it also takes over runs whose worker stopped beating;
     - ``transforms``: a `TransformRunner` over the project's transforms;
     - ``gates``: a `GateService` deciding every `model.version.registered` with the project's
       gates (needs a `Registry`; without one the role is skipped with a warning);
@@ -199,13 +200,27 @@ class Worker:
         )
         self.subscriptions.append(subscription)
 
+        def resume(how: str) -> None:
+            try:
+                for run_id in runner.resume_stale(ours):
+                    log.warning("%s run %s", how, run_id)
+                    self._count_run()
+            except BackendUnavailable as exc:  # the next sweep tries again
+                log.warning("cannot look for abandoned runs now: %s", exc)
+
         def run() -> None:
-            for run_id in runner.resume_stale():
-                log.info("resumed run %s", run_id)
-                self._count_run()
+            resume("resumed")
             subscription.run()
 
+        def sweep() -> None:
+            # A worker killed mid-run leaves its run `running` with a heartbeat that stops; once
+            # it is stale, a live worker takes it over here instead of waiting for a restart. A
+            # request whose event never arrived (a lost broker) is run here too.
+            while not self.stop_event.wait(runner.heartbeat_interval):
+                resume("took over")
+
         self._thread("runner", run)
+        self._thread("runner-sweep", sweep)
 
     def _count_run(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventops.errors import BackendUnavailable
 from eventops.events.bus import (
     Bus,
     Consumer,
@@ -182,10 +183,25 @@ class Subscription:
     def _deliver(self, consumer: Consumer, record: Record) -> bool:
         assert record.event is not None
         attempt = 0
+        outage = 0
         while True:
             attempt += 1
             try:
                 self.handler(record.event)
+            except BackendUnavailable as exc:
+                # The store or a service is down: the event is not at fault, so it is never
+                # dead-lettered for this; it waits, with the partition, until the backend is back.
+                outage += 1
+                attempt -= 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if outage == 1:
+                    log.warning(
+                        "group %s: a backend is unavailable (%s); retrying event %s until it is back",
+                        self.group, exc, record.event.id,
+                    )  # fmt: skip
+                self.stats.retried += 1
+                if not self._backoff(consumer, self.retry.delay(min(outage, 8))):
+                    return False
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 self.stats.last_error = error

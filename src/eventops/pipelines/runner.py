@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -188,10 +188,11 @@ class Runner:
         self.state.finish(run, error, skipped)
         return self.get(run_id)
 
-    def resume_stale(self) -> list[str]:
-        """Execute runs abandoned by a dead worker (or requested and never started); their ids."""
+    def resume_stale(self, pipelines: Collection[str] | None = None) -> list[str]:
+        """Execute runs abandoned by a dead worker (or requested and never started), of
+        `pipelines` only when given; their ids."""
         resumed = []
-        for run_id in self.state.stale_ids():
+        for run_id in self.state.stale_ids(pipelines):
             try:
                 if self.state.claimable(run_id):
                     self.execute(run_id)

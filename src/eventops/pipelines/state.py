@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -119,24 +119,26 @@ class RunState:
             causationid=run.cause_id,
         )
 
-    def stale_ids(self) -> list[str]:
-        """Runs abandoned by a dead worker, or requested and never started, oldest first."""
+    def stale_ids(self, pipelines: Collection[str] | None = None) -> list[str]:
+        """Runs abandoned by a dead worker, or requested and never started, oldest first
+        (of `pipelines` only, when given)."""
         cutoff = utcnow() - timedelta(seconds=self.stale_seconds)
         running = PipelineRunRow.status == "running"
         requested = PipelineRunRow.status == "requested"
-        with self.store.session() as session:
-            return list(
-                session.scalars(
-                    select(PipelineRunRow.id)
-                    .where(
-                        or_(
-                            and_(running, PipelineRunRow.heartbeat_at < cutoff),
-                            and_(requested, PipelineRunRow.created_at < cutoff),
-                        )
-                    )
-                    .order_by(PipelineRunRow.created_at)
+        query = (
+            select(PipelineRunRow.id)
+            .where(
+                or_(
+                    and_(running, PipelineRunRow.heartbeat_at < cutoff),
+                    and_(requested, PipelineRunRow.created_at < cutoff),
                 )
             )
+            .order_by(PipelineRunRow.created_at)
+        )
+        if pipelines is not None:
+            query = query.where(PipelineRunRow.pipeline.in_(sorted(pipelines)))
+        with self.store.session() as session:
+            return list(session.scalars(query))
 
     def claimable(self, run_id: str) -> bool:
         with self.store.session() as session:
