@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[kafka,postgres,ray,finetune,dev]'
+	# checkov (the Terraform scan) pins packages that clash with the project's: its own venv
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/python -m pip install -q --disable-pip-version-check checkov==3.3.30
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

