@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -36,12 +34,11 @@ from eventops.cli.demo_data import free_port  # noqa: E402
 from eventops.events.bus import open_bus  # noqa: E402
 from eventops.events.envelope import Event  # noqa: E402
 from eventops.events.subscription import Subscription  # noqa: E402
-from production_stack import Stack, production_stack  # noqa: E402
+from production_stack import Stack, production_stack, served_version  # noqa: E402
 from readme_section import machine_stamp, replace_section  # noqa: E402
 
 PROJECT = str(ROOT / "examples" / "churn" / "project.py")
 DATA = str(ROOT / "examples" / "churn" / "data" / "customers.csv")
-ROW = {"tenure_months": 3, "monthly_charges": 91.5, "basic": 0, "premium": 1, "support_calls": 4}
 
 
 @contextmanager
@@ -99,16 +96,6 @@ def events_per_second(stack: Stack, count: int) -> float:
     return count / elapsed
 
 
-def served(port: int) -> str | None:
-    try:
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": [ROW]}, timeout=2
-        )
-    except httpx.HTTPError:
-        return None
-    return response.headers.get("x-model-version") if response.status_code == 200 else None
-
-
 def loop_seconds(stack: Stack) -> float:
     applied = stack.eventops("apply", "--project", PROJECT)
     if applied.returncode != 0:
@@ -130,7 +117,7 @@ def loop_seconds(stack: Stack) -> float:
     ingest = stack.eventops("ingest", "files", "churn", DATA)
     if ingest.returncode != 0:
         raise RuntimeError(ingest.stdout + ingest.stderr)
-    while served(port) != "1":
+    while served_version(port) != "1":
         if time.perf_counter() - started > 300:
             raise RuntimeError(f"no version served within 300 s\n{stack.tails()}")
         time.sleep(0.1)

@@ -28,6 +28,29 @@ from moto_server import MotoServer, start_moto
 from store_db import postgres_database
 
 BUCKET = "eventops-prod"
+# One request row for the example churn model, and the version a replica answers it with.
+CHURN_ROW = {
+    "tenure_months": 3,
+    "monthly_charges": 91.5,
+    "basic": 0,
+    "premium": 1,
+    "support_calls": 4,
+}
+
+
+def served_version(port: int) -> str | None:
+    """The model version the server on `port` answers with (header), or None if it cannot."""
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_records": [CHURN_ROW]},
+            timeout=2,
+        )
+    except httpx.HTTPError:
+        return None
+    return response.headers.get("x-model-version") if response.status_code == 200 else None
+
+
 KAFKA_OPTIONS = "partitions=4&session_timeout_ms=6000&fetch_wait_max_ms=10"
 
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -25,23 +24,19 @@ from eventops.store import OutboxEntry, PipelineRunRow, Store
 from eventops.store.registry import ModelDecisionRow
 from kafka_broker import start_tansu
 from moto_server import CREDENTIALS
-from production_stack import BUCKET, Proc, Stack, TcpProxy, production_stack
+from production_stack import (
+    BUCKET,
+    Proc,
+    Stack,
+    TcpProxy,
+    production_stack,
+    served_version,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = str(ROOT / "examples" / "churn" / "project.py")
 DATA = ROOT / "examples" / "churn" / "data"
-ROW = {"tenure_months": 3, "monthly_charges": 91.5, "basic": 0, "premium": 1, "support_calls": 4}
-
-
-def served_version(port: int) -> str | None:
-    try:
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": [ROW]}, timeout=2
-        )
-    except httpx.HTTPError:
-        return None
-    return response.headers.get("x-model-version") if response.status_code == 200 else None
 
 
 def count(store: Store, query: object) -> int:
