@@ -193,5 +193,9 @@ def demo(
     console.print(f"             EVENTOPS_HOME={home} eventops datasets show churn")
     if train and serve:
         console.print(f"             EVENTOPS_HOME={home} eventops models show churn")
+    console.print(
+        f"             EVENTOPS_HOME={home} eventops api serve   "
+        "(the web UI at http://127.0.0.1:8000/ui/; it prints a sign-in token once)"
+    )
     if not ok:
         raise typer.Exit(1)
