@@ -27,6 +27,19 @@ def kafka_broker() -> Iterator[object]:
         broker.stop()
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uris_reset() -> Iterator[None]:
+    """MLflow keeps its tracking and registry URIs process-wide (a model server sets them):
+    a test that set them must not send the next test's bare `MlflowClient` elsewhere."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Embedded defaults under tmp_path (EVENTOPS_HOME), with no EVENTOPS_* from the caller's

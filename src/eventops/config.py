@@ -210,7 +210,7 @@ def check_url(value: str, schemes: tuple[str, ...], field: str) -> str:
         hosts = parts.netloc.rsplit("@", 1)[-1]
         for host in filter(None, hosts.split(",")):
             _, _, port = host.rpartition(":")
-            if ":" in host and not port.isdigit():
+            if ":" in host and not (port.isascii() and port.isdigit()):
                 raise ValueError(f"port {port!r} is not a number")
     except ValueError as exc:
         raise ConfigError(

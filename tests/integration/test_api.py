@@ -360,3 +360,15 @@ def test_bad_records_are_refused_naming_the_rule(
     bad_name = client.post("/api/datasets/Bad Name!/records", headers=operator, json=[{"a": 1}])
     assert bad_name.status_code == 422
     assert bad_name.json()["error"]["field"] == "name"
+
+
+def test_non_ascii_digits_are_refused_not_crashed(
+    client: TestClient, headers: dict[str, dict[str, str]]
+) -> None:
+    """'²' passes str.isdigit() but not int(): found by the schema fuzzing as a 500."""
+    cursor = client.get("/api/monitors/m/checks?cursor=²", headers=headers["viewer"])
+    assert cursor.status_code == 422
+    assert cursor.json()["error"]["field"] == "cursor"
+    version = client.post("/api/models/m/versions/²/reject", headers=headers["operator"])
+    assert version.status_code == 422
+    assert version.json()["error"]["rule"] == "version"

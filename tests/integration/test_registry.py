@@ -186,7 +186,7 @@ def test_register_from_a_pipeline_run(
     assert version.holdout_uri is not None and version.holdout_uri.endswith("/holdout.parquet")
     assert pd.read_parquet(version.holdout_uri).shape == (200, 3)
 
-    mv = MlflowClient(mlflow_uri).get_model_version(name, "1")
+    mv = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version(name, "1")
     assert mv.run_id == run.mlflow_run_id
     assert json.loads(mv.tags["eventops.metrics"]) == version.metrics
     loaded = registry.load_pyfunc(name, "1", str(tmp_path / "dl"))

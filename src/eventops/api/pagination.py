@@ -49,7 +49,8 @@ def page_request(
 def cursor_number(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
-    if not cursor.isdigit() or len(cursor) > 18:
+    # isascii: str.isdigit() also accepts digits int() refuses, such as '²'
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise ValidationError("not a cursor from this API", field="cursor", rule="cursor")
     return int(cursor)
 

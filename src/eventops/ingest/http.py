@@ -134,7 +134,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     too_large = f"the body is larger than the limit of {limit:,} bytes; split it into batches"
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        if not (declared.strip().isascii() and declared.strip().isdigit()):
             raise bad("Content-Length is not a number", "content-length", "integer")
         if int(declared) > limit:
             raise RequestError(413, too_large, field="body", rule="max-size")

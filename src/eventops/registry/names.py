@@ -67,7 +67,7 @@ def check_alias(alias: object, field: str = "alias") -> str:
 def check_version(version: object, field: str = "version") -> str:
     """A model version as MLflow numbers them: a positive integer, kept as text."""
     text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+    if isinstance(version, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValidationError(
             f"model version {version!r} must be a positive integer", field=field, rule="version"
         )

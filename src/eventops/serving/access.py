@@ -60,7 +60,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     Content-Length before reading, and while reading: a client can lie or send chunks)."""
     too_large = f"the body is larger than the limit of {limit:,} bytes"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise HTTPProblem(413, too_large, field="body", rule="max-size")
     chunks = []
     size = 0
