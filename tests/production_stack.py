@@ -125,14 +125,6 @@ class Stack:
     def tails(self) -> str:
         return "\n".join(p.tail() for p in self.procs)
 
-    def restart_broker(self, down_for: float = 0.0) -> None:
-        """Stop the broker and start a new one on the same port (tansu keeps nothing: the new
-        broker is empty, as a real cluster restored without its log would be)."""
-        port = self.broker.port
-        self.broker.stop()
-        time.sleep(down_for)  # the outage itself, not a wait for a condition
-        self.broker = start_tansu(port=port)
-
 
 def _healthy(url: str) -> bool:
     try:
