@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # extra would otherwise pull a CUDA build of several GB.
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[kafka,postgres,ray,finetune,dev]'
+	$(PIP) install -q -e '.[kafka,postgres,aws,ray,finetune,dev]'
 	# checkov (the Terraform scan) pins packages that clash with the project's: its own venv
 	$(PYTHON) -m venv $(VENV)/tools/checkov
 	$(VENV)/tools/checkov/bin/python -m pip install -q --disable-pip-version-check checkov==3.3.30

@@ -27,6 +27,28 @@ def kafka_broker() -> Iterator[object]:
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[object]:
+    """One moto server (every AWS service on one loopback port) for the whole run; tests give
+    their streams, buses and endpoints unique names instead of resetting it."""
+    from moto_server import start_moto
+
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    """The standard AWS variables pointed at the shared moto server for this test only."""
+    for name, value in moto_server.env().items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uris_reset() -> Iterator[None]:
     """MLflow keeps its tracking and registry URIs process-wide (a model server sets them):

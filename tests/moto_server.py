@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 START_TIMEOUT = 30.0  # seconds for the server to bind and answer HTTP
 
@@ -52,21 +53,32 @@ class MotoServer:
         return {
             **CREDENTIALS,
             "AWS_ENDPOINT_URL_S3": self.endpoint,
+            # Every other service (Kinesis, EventBridge, CloudWatch, SageMaker...) too.
+            "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
 
-    def create_bucket(self, name: str) -> None:
+    def client(self, service: str) -> Any:
+        """A boto3 client of this server for the test's own setup and checks."""
         import boto3
 
-        client = boto3.client(
-            "s3",
+        return boto3.client(
+            service,
             endpoint_url=self.endpoint,
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
         )
-        client.create_bucket(Bucket=name)
+
+    def create_bucket(self, name: str) -> None:
+        self.client("s3").create_bucket(Bucket=name)
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API), so tests sharing a server start empty."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10.0):
+            pass
 
     def stop(self) -> None:
         if self.stopped:

@@ -161,6 +161,61 @@ class AuthSettings(_Section):
         return None
 
 
+def _patterns(value: Any) -> Any:
+    """A list of event type patterns; from the environment, comma-separated."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class AwsSettings(_Section):
+    """The AWS integrations (docs/aws.md). Each one is off until its target is named here.
+
+    Credentials and endpoints are never settings: boto3 reads credentials from its own chain
+    (environment, profile, IRSA or instance role) and `AWS_ENDPOINT_URL[_<SERVICE>]` points a
+    client at a stand-in, so the same configuration runs against AWS and against a test server.
+    """
+
+    region: str | None = Field(
+        None, description="region (default: AWS_REGION / AWS_DEFAULT_REGION)"
+    )
+    eventbridge_bus: str | None = Field(
+        None, description="EventBridge bus (name or ARN) that platform events are put on"
+    )
+    eventbridge_types: list[str] = Field(
+        default_factory=lambda: [
+            "dataset.batch.*",
+            "pipeline.run.*",
+            "model.version.*",
+            "deployment.*",
+            "monitor.drift.detected",
+            "monitor.performance.degraded",
+            "alert.*",
+        ],
+        description="event type patterns put on the EventBridge bus",
+    )
+    eventbridge_source: str = Field("eventops", description="`source` of every EventBridge entry")
+    kinesis_stream: str | None = Field(
+        None, description="Kinesis stream (name or ARN) that platform events are put on"
+    )
+    kinesis_types: list[str] = Field(
+        default_factory=lambda: ["*"], description="event type patterns put on the stream"
+    )
+    cloudwatch_namespace: str | None = Field(
+        None, description="CloudWatch namespace for serving and monitoring metrics"
+    )
+    cloudwatch_interval: str = Field("60s", description="how often metrics are put")
+    sagemaker_role_arn: str | None = Field(None, description="execution role of SageMaker models")
+    sagemaker_image: str | None = Field(None, description="serving image URI (ECR)")
+    sagemaker_bucket: str | None = Field(
+        None, description="s3://bucket/prefix where model archives for SageMaker are written"
+    )
+    sagemaker_instance_type: str = Field("ml.m5.large", description="endpoint instance type")
+
+    _eventbridge_types = field_validator("eventbridge_types", mode="before")(_patterns)
+    _kinesis_types = field_validator("kinesis_types", mode="before")(_patterns)
+
+
 class Settings(_Section):
     home: Path = Field(Path(".eventops"), description="folder for the embedded defaults")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -171,6 +226,7 @@ class Settings(_Section):
     pipelines: PipelineSettings = PipelineSettings()
     tracking: TrackingSettings = TrackingSettings()
     auth: AuthSettings = AuthSettings()
+    aws: AwsSettings = AwsSettings()
 
     @property
     def tracking_uri(self) -> str:

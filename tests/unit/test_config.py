@@ -126,3 +126,32 @@ def test_pipeline_and_tracking_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path / "none.toml", environ={"EVENTOPS_PIPELINES_EXECUTOR": "dask"})
     assert info.value.field == "pipelines.executor"
+
+
+def test_aws_integrations_are_off_until_named(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "none.toml", environ={})
+    assert settings.aws.eventbridge_bus is None
+    assert settings.aws.kinesis_stream is None
+    assert settings.aws.cloudwatch_namespace is None
+
+
+def test_aws_settings_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[aws]\nregion = "eu-west-1"\nkinesis_types = ["model.*"]\n')
+    settings = load_settings(
+        path,
+        environ={
+            "EVENTOPS_AWS_EVENTBRIDGE_BUS": "platform",
+            "EVENTOPS_AWS_EVENTBRIDGE_TYPES": "model.version.*, alert.*",
+        },
+    )
+    assert settings.aws.region == "eu-west-1"
+    assert settings.aws.eventbridge_bus == "platform"
+    assert settings.aws.eventbridge_types == ["model.version.*", "alert.*"]
+    assert settings.aws.kinesis_types == ["model.*"]
+
+
+def test_an_unknown_aws_variable_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "none.toml", environ={"EVENTOPS_AWS_EVENTBRIGE_BUS": "x"})
+    assert info.value.field == "aws.eventbrige_bus"
+    assert info.value.rule == "known-key"
