@@ -31,7 +31,7 @@ class FilesByDefault(TyperGroup):
 
 app = typer.Typer(
     cls=FilesByDefault,
-    help="Ingest data: files (default), an HTTP endpoint (serve) or a bus topic (stream).",
+    help="Ingest data: files (default), an HTTP endpoint (serve), a bus topic (stream) or a Kinesis stream (kinesis).",
     no_args_is_help=True,
 )
 
@@ -106,3 +106,6 @@ from eventops.cli import ingest_serve_cmd  # noqa: E402
 
 app.command("serve")(ingest_serve_cmd.serve)
 app.command("stream")(ingest_serve_cmd.stream)
+from eventops.cli import ingest_kinesis_cmd  # noqa: E402
+
+app.command("kinesis")(ingest_kinesis_cmd.kinesis)

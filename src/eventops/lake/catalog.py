@@ -389,11 +389,25 @@ class Lake:
                 found.updated_at = datetime.now(UTC)
 
     # ------------------------------------------------------------------ quarantine
+    def save_checkpoint(self, source: str, positions: Mapping[str, str]) -> None:
+        """Move a stream's checkpoint with no batch (only skipped or quarantined input read)."""
+        with self.store.session() as session:
+            self._save_checkpoint(session, (source, positions))
+
     def quarantine_raw(
-        self, name: str, records: Sequence[dict[str, Any]], reason: str, *, source: str
+        self,
+        name: str,
+        records: Sequence[dict[str, Any]],
+        reason: str,
+        *,
+        source: str,
+        checkpoint: tuple[str, Mapping[str, str]] | None = None,
     ) -> IngestResult:
         """Keep input that could not even be parsed (a CSV line with the wrong number of fields,
-        a line that is not JSON): each record says where it came from and what was wrong."""
+        a line that is not JSON): each record says where it came from and what was wrong.
+
+        `checkpoint`, like `commit_batch`'s, moves a stream's position in the same transaction,
+        so a stream reader never quarantines the same record twice."""
         new_spec(name)  # validates the name
         batch_id = uuid.uuid4().hex
         day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -424,6 +438,7 @@ class Lake:
                     source=source,
                 )
             )
+            self._save_checkpoint(session, checkpoint)
             event = announce.batch_rejected(name, batch_id, len(records), reason, uri, None)
             add_events(session, [event])
         return IngestResult(
