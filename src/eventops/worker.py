@@ -7,9 +7,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
+from eventops.config import AwsSettings
 from eventops.errors import BackendUnavailable, ValidationError
 from eventops.events.bus import Bus
 from eventops.events.envelope import Event
+from eventops.events.forward import Forwarder, Sink
 from eventops.events.subscription import Subscription
 from eventops.lake.catalog import Lake
 from eventops.lake.storage import LakeStorage
@@ -25,7 +27,7 @@ from eventops.store import OutboxRelay, Store
 
 log = logging.getLogger(__name__)
 
-ROLES = ("triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay")
+ROLES = ("triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay", "forward")
 
 
 class Worker:
@@ -42,7 +44,10 @@ class Worker:
       predictions, performance on `feedback.received`), ticking for time windows;
     - ``alerts``: an `AlertService` routing events to the project's alert rules' channels,
       with a loop re-delivering what a channel refused;
-    - ``relay``: the outbox relay loop.
+    - ``relay``: the outbox relay loop;
+    - ``forward``: one `Forwarder` per configured AWS sink (`aws` settings): events on an
+      EventBridge bus, on a Kinesis stream, monitor metrics in CloudWatch; skipped when none is
+      configured.
 
     Consumer groups are per project (``eventops-<role>.<project>``), so workers of different
     projects sharing one bus each see every event. Each role gets its own bus connection.
@@ -63,7 +68,10 @@ class Worker:
         max_runs: int | None = None,
         tracker: Tracker | None = None,
         registry: Registry | None = None,
+        aws: AwsSettings | None = None,
     ) -> None:
+        self.aws = aws
+        self.forwarders: list[Forwarder] = []
         self.tracker = tracker
         self.registry = registry
         self.roles = tuple(dict.fromkeys(roles))
@@ -163,7 +171,52 @@ class Worker:
             self._thread("alerts", lambda: alerts.run_retries(self.stop_event))
         if "runner" in self.roles:
             self._start_runner()
+        if "forward" in self.roles:
+            self._start_forwarders()
         return self
+
+    def sinks(self) -> list[Sink]:
+        """The AWS sinks the settings name (imported here: boto3 only when one is configured)."""
+        settings = self.aws
+        sinks: list[Sink] = []
+        if settings is None:
+            return sinks
+        if settings.eventbridge_bus:
+            from eventops.events.eventbridge import EventBridgeSink
+
+            sinks.append(
+                EventBridgeSink(
+                    settings.eventbridge_bus,
+                    types=settings.eventbridge_types,
+                    source=settings.eventbridge_source,
+                    region=settings.region,
+                )
+            )
+        if settings.kinesis_stream:
+            from eventops.events.kinesis_sink import KinesisSink
+
+            sinks.append(
+                KinesisSink(
+                    settings.kinesis_stream, types=settings.kinesis_types, region=settings.region
+                )
+            )
+        if settings.cloudwatch_namespace:
+            from eventops.monitoring.cloudwatch import MonitorMetricsSink
+
+            sinks.append(MonitorMetricsSink(settings.cloudwatch_namespace, region=settings.region))
+        return sinks
+
+    def _start_forwarders(self) -> None:
+        sinks = self.sinks()
+        if not sinks:
+            log.info("role forward skipped: no EventBridge bus, Kinesis stream or CloudWatch "
+                     "namespace in the aws settings")  # fmt: skip
+            return
+        for sink in sinks:
+            kind = sink.name.split(":", 1)[0]
+            forwarder = Forwarder(self._bus(), sink, group=self.group(f"forward-{kind}"))
+            self.forwarders.append(forwarder)
+            self._thread(f"forward-{kind}", lambda f=forwarder: f.run(self.stop_event))  # type: ignore[misc]
 
     def _start_monitors(self) -> None:
         # imported here: the drift engine loads scipy, which every other command can do without

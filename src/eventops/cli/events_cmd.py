@@ -352,3 +352,9 @@ def types_() -> None:
         required = [n for n, f in schema.model_fields.items() if f.is_required()]
         table.add_row(name, ", ".join(required))
     Console().print(table)
+
+
+# The bridge to AWS lives in its own module; it shares this group.
+from eventops.cli import forward_cmd  # noqa: E402
+
+app.command("forward")(forward_cmd.forward)

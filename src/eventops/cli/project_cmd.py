@@ -201,6 +201,7 @@ def worker_cmd(
         max_runs=max_runs,
         tracker=tracker_from_settings(settings),
         registry=Registry.from_settings(settings),
+        aws=settings.aws,
     )
     console = _console()
     exporter = None
