@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventops.cli.output import handle_errors
-from eventops.config import load_settings
+from eventops.config import Settings, load_settings
 from eventops.errors import ConfigError, NotFound
 from eventops.serving.deployment import Deployment
 
@@ -85,10 +85,35 @@ def serve(
         deployment = deployment_for_uri(model_uri, name=name, **knobs)
     console = Console(stderr=True, highlight=False)
     settings = load_settings()
-    serve_deployment(
-        deployment, settings, model_uri=model_uri, host=host, port=port, workers=workers,
-        token=os.environ.get(TOKEN_VARIABLE) or None, say=console.print,
-    )  # fmt: skip
+    reporter = _cloudwatch_reporter(settings, deployment.name, port or deployment.port)
+    if reporter is not None:
+        console.print(
+            f"publishing serving metrics to CloudWatch namespace "
+            f"{settings.aws.cloudwatch_namespace} every {settings.aws.cloudwatch_interval}"
+        )
+    try:
+        serve_deployment(
+            deployment, settings, model_uri=model_uri, host=host, port=port, workers=workers,
+            token=os.environ.get(TOKEN_VARIABLE) or None, say=console.print,
+        )  # fmt: skip
+    finally:
+        if reporter is not None:
+            reporter.stop()
+
+
+def _cloudwatch_reporter(settings: Settings, deployment: str, port: int) -> Any:
+    """With `aws.cloudwatch_namespace` set, a reporter putting this server's metrics there."""
+    namespace = settings.aws.cloudwatch_namespace
+    if not namespace:
+        return None
+    from eventops.monitoring.cloudwatch import MetricsPublisher, ServingMetricsReporter
+    from eventops.quantities import parse_duration
+
+    interval = parse_duration(settings.aws.cloudwatch_interval, field="aws.cloudwatch_interval")
+    publisher = MetricsPublisher(namespace, region=settings.aws.region)
+    return ServingMetricsReporter(
+        f"http://127.0.0.1:{port}/metrics", publisher, deployment=deployment, interval=interval
+    ).start()
 
 
 @handle_errors
