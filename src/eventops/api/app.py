@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from eventops import __version__
 from eventops.api import (
+    routes_aws,
     routes_datasets,
     routes_events,
     routes_models,
@@ -79,7 +80,7 @@ def create_api(
 
     for module in (
         routes_events, routes_datasets, routes_runs, routes_models, routes_platform,
-        routes_monitoring, routes_tokens,
+        routes_monitoring, routes_tokens, routes_aws,
     ):  # fmt: skip
         app.include_router(module.router)
     if ui:
