@@ -15,7 +15,7 @@ set -eu
 MODEL_DIR="${SAGEMAKER_MODEL_DIR:-/opt/ml/model}"
 # Keep in step with `eventops --help` (tests/deploy/test_deploy_image.py checks it).
 EVENTOPS_COMMANDS="version sql run lineage init apply worker demo serve predict drift up config
-events db ingest datasets runs models alerts monitors tokens api"
+events db ingest datasets runs models alerts monitors tokens api deploy batch-transform"
 
 names_model() {
     for arg in "$@"; do

@@ -19,6 +19,7 @@ from eventops.cli import (
     datasets_cmd,
     db_cmd,
     demo_cmd,
+    deploy_cmd,
     drift_cmd,
     events_cmd,
     ingest_cmd,
@@ -80,3 +81,5 @@ app.add_typer(monitors_cmd.app, name="monitors")
 app.add_typer(tokens_cmd.app, name="tokens")
 app.add_typer(api_cmd.app, name="api")
 app.command(name="up")(up_cmd.up)
+app.command(name="deploy")(deploy_cmd.deploy)
+app.command(name="batch-transform")(deploy_cmd.batch_transform)

@@ -2,7 +2,7 @@
 
 * MLflow scoring (`POST /invocations`, also the SageMaker contract): a JSON object with exactly
   one of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (and optional
-  ``params``), or ``text/csv`` with a header line. Answer: ``{"predictions": [...],
+  ``params``), or ``text/csv`` with a header line (or none: the signature's columns, in order). Answer: ``{"predictions": [...],
   "prediction_ids": [...]}`` (or CSV when the client sends ``Accept: text/csv``).
 * Open Inference Protocol v2 lives in `eventops.serving.open_inference`.
 
@@ -131,7 +131,9 @@ def parse_mlflow_json(payload: Any, schema: InputSchema) -> Parsed:
 
 
 def parse_csv(body: bytes, schema: InputSchema) -> Inputs:
-    """CSV with a header line naming the columns; fields are converted by the column's type."""
+    """CSV with a header line naming the columns, or without one when the first line is not
+    column names and has exactly the signature's columns (the SageMaker batch transform habit);
+    fields are converted by the column's type."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -140,9 +142,15 @@ def parse_csv(body: bytes, schema: InputSchema) -> Inputs:
         rows = [r for r in csv.reader(io.StringIO(text)) if r]
     except csv.Error as exc:  # a field over the csv module's size limit, for one
         raise bad_request(f"not valid CSV ({exc})", "body", "csv") from None
-    if len(rows) < 2:
+    names = [c.name for c in schema.columns]
+    if rows and names and len(rows[0]) == len(names) and not set(rows[0]) <= set(names):
+        # No header line (SageMaker batch transform sends one record per request this way):
+        # the fields are the signature's columns, in its order.
+        header, data = names, rows
+    elif len(rows) < 2:
         raise InputError("send a header line and at least one row", field="body", rule="non-empty")
-    header, data = rows[0], rows[1:]
+    else:
+        header, data = rows[0], rows[1:]
     for index, row in enumerate(data):
         if len(row) != len(header):
             raise InputError(
