@@ -2,8 +2,9 @@
 
 * MLflow scoring (`POST /invocations`, also the SageMaker contract): a JSON object with exactly
   one of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (and optional
-  ``params``), or ``text/csv`` with a header line (or none: the signature's columns, in order). Answer: ``{"predictions": [...],
-  "prediction_ids": [...]}`` (or CSV when the client sends ``Accept: text/csv``).
+  ``params``), or ``text/csv`` with a header line (or none: the signature's columns, in
+  order). Answer: ``{"predictions": [...], "prediction_ids": [...]}`` (or CSV when the client
+  sends ``Accept: text/csv``).
 * Open Inference Protocol v2 lives in `eventops.serving.open_inference`.
 
 JSON is parsed with orjson and numbers go straight into numpy (no pandas per request: it costs
