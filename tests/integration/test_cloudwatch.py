@@ -124,6 +124,9 @@ def test_the_serving_reporter_puts_what_changed_between_scrapes(aws: Any) -> Non
     }
     found = metrics(aws, namespace)
     assert {"Requests", "Errors", "Latency", "LatencyP50", "LatencyP95"} <= set(found)
+    # each also as the deployment's own series, the one alarms follow across versions
+    assert {"Deployment": "churn-api"} in found["Errors"]
+    assert {"Deployment": "churn-api", "Model": "churn", "Version": "4"} in found["Errors"]
     # Nothing new: zero requests, no latency datum.
     quiet = {d.name: d for d in reporter.tick(exposition(served))}
     assert quiet["Requests"].value == 0 and "Latency" not in quiet
@@ -168,7 +171,7 @@ def test_monitor_events_become_datums_with_their_dimensions(aws: Any) -> None:
         "Model": "churn",
     }
     assert sink.send([event]) == []
-    assert "DriftShare" in metrics(aws, namespace)
+    assert {"Monitor": "churn-drift"} in metrics(aws, namespace)["DriftShare"]
     assert sink.types == ["monitor.*"]
 
 

@@ -9,12 +9,14 @@ Three parts:
 - `ServingMetricsReporter` scrapes a model server's own `/metrics` every interval and puts
   what changed since the last scrape: `Requests` and `Errors` (Count) and `Latency`
   (Milliseconds, a statistic set of count and sum, plus `LatencyP50` / `LatencyP95` estimated
-  from the histogram's buckets), with dimensions `Deployment`, `Model` and `Version`. Scraping
+  from the histogram's buckets), with dimensions `Deployment`, `Model` and `Version`, and
+  again with `Deployment` alone (the series alarms follow across promotions). Scraping
   the HTTP endpoint instead of reading the registry in-process works whatever the server's
   process layout (several uvicorn workers share their metrics through files).
 - `MonitorMetricsSink` is a `Sink` for the worker's `forward` role: every numeric metric of a
   `monitor.*` event (drift share, p-values, accuracy...) becomes a datum named after it, with
-  dimensions `Monitor` plus `Deployment` / `Model` / `Version` when the event carries them.
+  dimensions `Monitor` plus `Deployment` / `Model` / `Version` when the event carries them,
+  and again with `Monitor` alone.
 
 Dimension values are limited to 1,024 characters and a datum to 30 dimensions by CloudWatch;
 non-finite values (NaN, inf) are refused by it, so they are dropped here and counted.
@@ -27,7 +29,7 @@ import math
 import threading
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,6 +135,20 @@ class MetricsPublisher:
             self.stats.calls += 1
             self.stats.datums += len(chunk)
         return errors
+
+
+def with_rollup(datums: Sequence[Datum], key: str) -> list[Datum]:
+    """Each datum twice: with all its dimensions, and with `key`'s alone.
+
+    CloudWatch names a series by its whole set of dimensions, so an alarm on a deployment
+    cannot follow a series whose `Version` changes on every promotion; the `key`-only copy is
+    the stable series that alarms and dashboards use, the full one says which version it was.
+    """
+    out = list(datums)
+    for datum in datums:
+        if set(datum.dimensions) - {key} and datum.dimensions.get(key):
+            out.append(replace(datum, dimensions={key: datum.dimensions[key]}))
+    return out
 
 
 # ---------------------------------------------------------------------- serving
@@ -248,7 +264,7 @@ class ServingMetricsReporter:
                 value = quantile(q, window)
                 if value is not None:
                     datums.append(Datum(name, value * 1000, "Milliseconds", dims, stamp))
-        self.publisher.add(datums)
+        self.publisher.add(with_rollup(datums, "Deployment"))
         self.publisher.flush()
         return datums
 
@@ -310,7 +326,7 @@ class MonitorMetricsSink:
 
     def send(self, events: Sequence[Event]) -> list[tuple[int, str, str]]:
         for event in events:
-            self.publisher.add(self.datums(event))
+            self.publisher.add(with_rollup(self.datums(event), "Monitor"))
         errors = self.publisher.flush()
         if errors:  # nothing was put: the forwarder keeps the batch and tries it again
             raise aws.AwsError(errors[0], code="PutMetricDataFailed")
@@ -325,4 +341,5 @@ __all__ = [
     "metric_name",
     "parse_metrics",
     "quantile",
+    "with_rollup",
 ]
