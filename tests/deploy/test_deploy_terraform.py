@@ -121,6 +121,10 @@ def statements(parsed: dict[Path, dict[str, Any]]) -> list[tuple[str, dict[str, 
     return out
 
 
+# Actions that AWS authorises on no resource but "*": a condition or another statement limits them.
+NO_RESOURCE_LEVEL = {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}
+
+
 def test_iam_policies_name_their_actions_and_resources(
     parsed: dict[Path, dict[str, Any]],
 ) -> None:
@@ -135,7 +139,55 @@ def test_iam_policies_name_their_actions_and_resources(
         if "principals" in statement or deny:
             continue  # trust, key and bucket policies: their resource is the thing itself
         for resource in statement.get("resources", []):
-            assert resource != "*", f"{where}: resource *"
+            if resource == "*":
+                assert set(statement["actions"]) <= NO_RESOURCE_LEVEL, f"{where}: resource *"
+
+
+def test_the_aws_integrations_have_their_resources(parsed: dict[Path, dict[str, Any]]) -> None:
+    r = blocks(parsed, "resource")
+    key = "${aws_kms_key.platform.arn}"
+    for stream in ("ingest", "events"):
+        assert r[f"aws_kinesis_stream.{stream}"]["encryption_type"] == "KMS"
+        assert r[f"aws_kinesis_stream.{stream}"]["kms_key_id"] == key
+    assert r["aws_sqs_queue.eventbridge_dlq"]["kms_master_key_id"] == key
+    assert r["aws_cloudwatch_event_bus.platform"]["kms_key_identifier"] == key
+    for target in ("alarms", "pipelines"):
+        body = r[f"aws_cloudwatch_event_target.{target}"]
+        assert body["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.eventbridge_dlq.arn}"
+        assert body["retry_policy"][0]["maximum_retry_attempts"] > 0
+    # The API token is a sensitive variable, never a literal in the files.
+    api_key = r["aws_cloudwatch_event_connection.platform_api"]["auth_parameters"][0]["api_key"][0]
+    assert api_key["value"] == "Bearer ${var.eventbridge_api_token}"
+    variables = blocks(parsed, "variable")
+    assert variables["eventbridge_api_token"]["sensitive"] is True
+    assert "default" not in variables["eventbridge_api_token"]
+    # Every alarm's name starts with the prefix the alarm-state rule matches.
+    rule = r["aws_cloudwatch_event_rule.alarms"]["event_pattern"]
+    assert "local.alarm_prefix" in rule and "CloudWatch Alarm State Change" in rule
+    for alarm in ("errors", "latency", "drift"):
+        name = r[f"aws_cloudwatch_metric_alarm.{alarm}"]["alarm_name"]
+        assert name.startswith("${local.alarm_prefix}-"), name
+    assert "aws_cloudwatch_dashboard.platform" in r
+
+
+def test_the_app_and_terraform_agree_on_metric_names(parsed: dict[Path, dict[str, Any]]) -> None:
+    from eventops.monitoring import cloudwatch
+
+    text = (TERRAFORM / "cloudwatch.tf").read_text()
+    source = Path(cloudwatch.__file__).read_text()
+    for metric in re.findall(r'metric_name\s*=\s*"([A-Za-z0-9]+)"', text):
+        assert f'"{metric}"' in source or cloudwatch.metric_name("drift_share") == metric, metric
+
+
+def test_sagemaker_permissions_are_scoped(parsed: dict[Path, dict[str, Any]]) -> None:
+    found = dict(statements(parsed))
+    deploy = [s for w, s in statements(parsed) if w == "sagemaker.tf:sagemaker_deploy"]
+    manage = next(s for s in deploy if s["sid"] == "ManageEndpoints")
+    assert all("${var.sagemaker_name_prefix}*" in res for res in manage["resources"])
+    passing = next(s for s in deploy if s["sid"] == "PassExecutionRole")
+    assert passing["resources"] == ["${aws_iam_role.sagemaker.arn}"]
+    assert passing["condition"][0]["values"] == ["sagemaker.amazonaws.com"]
+    assert found  # the scan above found the policies at all
 
 
 def test_irsa_roles_trust_only_their_service_accounts(parsed: dict[Path, dict[str, Any]]) -> None:

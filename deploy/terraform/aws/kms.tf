@@ -34,6 +34,22 @@ data "aws_iam_policy_document" "kms" {
       values   = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:*"]
     }
   }
+
+  # EventBridge encrypts the platform bus and sends failed deliveries to the encrypted DLQ.
+  statement {
+    sid       = "EventBridge"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = ["*"] # in a key policy "*" means this key
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
 }
 
 resource "aws_kms_key" "platform" {

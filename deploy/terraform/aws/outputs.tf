@@ -42,6 +42,11 @@ output "kustomize_config_env" {
     EVENTOPS_LAKE_URL=s3://${module.lake.bucket}/lake
     EVENTOPS_TRACKING_URI=http://mlflow:5000
     AWS_REGION=${var.region}
+    EVENTOPS_AWS_EVENTBRIDGE_BUS=${aws_cloudwatch_event_bus.platform.name}
+    EVENTOPS_AWS_CLOUDWATCH_NAMESPACE=${var.cloudwatch_namespace}
+    EVENTOPS_AWS_SAGEMAKER_ROLE_ARN=${aws_iam_role.sagemaker.arn}
+    EVENTOPS_AWS_SAGEMAKER_BUCKET=s3://${module.artifacts.bucket}/sagemaker
+    EVENTOPS_AWS_SAGEMAKER_INSTANCE_TYPE=${var.sagemaker_instance_type}
   ENV
 }
 
@@ -69,4 +74,27 @@ output "kustomize_aws_env" {
     SERVING_TOKEN_NAME=${aws_secretsmanager_secret.serving_token.name}
     ALERTS_CREDENTIALS_NAME=${aws_secretsmanager_secret.alerts.name}
   ENV
+}
+
+output "kinesis_ingest_stream" {
+  description = "eventops ingest kinesis DATASET kinesis://<this>?region=<region>"
+  value       = aws_kinesis_stream.ingest.name
+}
+
+output "kinesis_events_stream" {
+  description = "EVENTOPS_AWS_KINESIS_STREAM, when forward_events_to_kinesis is on"
+  value       = one(aws_kinesis_stream.events[*].name)
+}
+
+output "event_bus_name" {
+  value = aws_cloudwatch_event_bus.platform.name
+}
+
+output "eventbridge_dead_letter_queue" {
+  description = "Deliveries EventBridge could not make to the API land here"
+  value       = aws_sqs_queue.eventbridge_dlq.url
+}
+
+output "sagemaker_role_arn" {
+  value = aws_iam_role.sagemaker.arn
 }

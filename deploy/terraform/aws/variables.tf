@@ -140,3 +140,98 @@ variable "lake_noncurrent_days" {
   type        = number
   default     = 30
 }
+
+# ---- AWS-native integrations (docs/aws.md) ----------------------------------------------
+
+variable "kinesis_ingest_shards" {
+  description = "Shards of the ingest stream; 0 for on-demand capacity."
+  type        = number
+  default     = 0
+}
+
+variable "kinesis_retention_hours" {
+  description = "How long the Kinesis streams keep records (24 to 8760 hours)."
+  type        = number
+  default     = 24
+}
+
+variable "forward_events_to_kinesis" {
+  description = "Create a Kinesis stream for the platform's events (EVENTOPS_AWS_KINESIS_STREAM)."
+  type        = bool
+  default     = false
+}
+
+variable "eventbridge_archive_days" {
+  description = "Days the platform bus's archive keeps events for replay."
+  type        = number
+  default     = 30
+}
+
+variable "api_base_url" {
+  description = "HTTPS address of the EventOps API that EventBridge delivers to, e.g. https://eventops.example.com."
+  type        = string
+  validation {
+    condition     = startswith(var.api_base_url, "https://")
+    error_message = "EventBridge API destinations need an https:// address."
+  }
+}
+
+variable "eventbridge_api_token" {
+  description = "An EventOps operator token for EventBridge's deliveries (eventops tokens create eventbridge --role operator)."
+  type        = string
+  sensitive   = true
+}
+
+variable "eventbridge_pipeline_rules" {
+  description = "Pipeline name => EventBridge event pattern (JSON) whose events start it."
+  type        = map(string)
+  default     = {}
+}
+
+variable "cloudwatch_namespace" {
+  description = "CloudWatch namespace of the serving and monitoring metrics (EVENTOPS_AWS_CLOUDWATCH_NAMESPACE)."
+  type        = string
+  default     = "EventOps"
+}
+
+variable "monitored_deployments" {
+  description = "Deployments that get error and latency alarms and dashboard widgets."
+  type        = list(string)
+  default     = []
+}
+
+variable "drift_monitors" {
+  description = "Monitors that get a drift alarm and a dashboard widget."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_errors_threshold" {
+  description = "Errors of one deployment in 5 minutes above which its alarm fires."
+  type        = number
+  default     = 5
+}
+
+variable "alarm_latency_threshold" {
+  description = "p95 latency (ms) of one deployment above which its alarm fires."
+  type        = number
+  default     = 250
+}
+
+variable "alarm_drift_share" {
+  description = "Share of drifted features at which a monitor's alarm fires."
+  type        = number
+  default     = 0.3
+}
+
+variable "sagemaker_name_prefix" {
+  description = "Prefix of every SageMaker resource EventOps creates (endpoint names start with it)."
+  type        = string
+  default     = "eventops-"
+}
+
+variable "sagemaker_instance_type" {
+  description = "Instance type of SageMaker endpoints (EVENTOPS_AWS_SAGEMAKER_INSTANCE_TYPE)."
+  type        = string
+  default     = "ml.m5.large"
+}

@@ -63,7 +63,7 @@ def _options(
         instance_type=instance_type or aws.sagemaker_instance_type,
         instance_count=instance_count, region=aws.region,
     )  # fmt: skip
-    endpoint = check_name(endpoint or declared.name.replace("_", "-"), "--endpoint")
+    endpoint = check_name(endpoint or f"eventops-{declared.name}".replace("_", "-"), "--endpoint")
     return Options(settings, declared, endpoint, sagemaker)
 
 
@@ -150,7 +150,9 @@ def deploy(
     ),
     rollback: bool = typer.Option(False, "--rollback", help="Go back to the previous config."),
     follow: bool = typer.Option(False, "--follow", help="Redeploy on every promotion/rollback."),
-    endpoint: str = typer.Option(None, "--endpoint", help="Endpoint name (default: deployment)."),
+    endpoint: str = typer.Option(
+        None, "--endpoint", help="Endpoint name (default: eventops-DEPLOYMENT)."
+    ),
     image: str = typer.Option(None, "--image", help="Serving image URI (aws.sagemaker_image)."),
     role_arn: str = typer.Option(
         None, "--role-arn", help="Execution role (aws.sagemaker_role_arn)."
