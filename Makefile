@@ -77,6 +77,8 @@ bench: dev
 	$(BIN)/python benchmarks/bench_drift.py --write-readme
 	$(BIN)/python benchmarks/bench_loop.py --write-readme
 	$(BIN)/python benchmarks/bench_finetune.py --lora --write-readme
+	$(BIN)/python benchmarks/bench_profiles.py --write-readme
+	$(BIN)/python benchmarks/bench_aws.py --write-readme
 
 clean:
 	rm -rf $(VENV) .eventops .mypy_cache .ruff_cache .pytest_cache

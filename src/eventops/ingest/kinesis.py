@@ -315,6 +315,8 @@ class KinesisIngestor:
         got = closed = False
         now = time.monotonic()
         for shard in list(self._shards.values()):
+            if len(buffer.rows) >= self.max_rows:
+                break  # the batch is full: commit it before reading more
             if shard.next_read > now or not self._readable(shard):
                 continue
             room = max(1, min(self.records_per_call, self.max_rows - len(buffer.rows)))
