@@ -14,7 +14,6 @@ unreachable, not as an error of the page.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,22 +150,11 @@ class ServerStats:
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """The q-quantile from cumulative (upper bound, count) buckets, linear inside a bucket, as
-    Prometheus' histogram_quantile computes it."""
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    rank = q * ordered[-1][1]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in ordered:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            width = count - lower_count
-            share = (rank - lower_count) / width if width > 0 else 1.0
-            return lower_bound + (bound - lower_bound) * share
-        lower_bound, lower_count = bound, count
-    return ordered[-1][0]
+    """The q-quantile from cumulative (upper bound, count) buckets, as Prometheus'
+    histogram_quantile computes it (one implementation, shared with the CloudWatch reporter)."""
+    from eventops.monitoring.cloudwatch import quantile
+
+    return quantile(q, dict(buckets))
 
 
 def parse_serving_metrics(text: str) -> ServerStats:

@@ -10,9 +10,8 @@ import time
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from eventops.cli.output import handle_errors
+from eventops.cli.output import counts_table, handle_errors
 from eventops.config import load_settings
 from eventops.errors import ConfigError
 from eventops.events import aws
@@ -92,16 +91,10 @@ def _progress(name: str, stats: ForwardStats) -> str:
 def _summary(
     console: Console, name: str, stats: ForwardStats, retries: aws.RetryStats, seconds: float
 ) -> None:
-    table = Table(title=f"forwarded to {name}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
     rows = [
         ("events forwarded", stats.forwarded), ("events dead-lettered", stats.dead_lettered),
         ("events of other types", stats.skipped), ("batches retried whole", stats.batch_failures),
         ("throttled calls or entries retried", retries.throttled),
         ("entries re-sent after a partial failure", retries.entries_retried),
     ]  # fmt: skip
-    for label, value in rows:
-        table.add_row(label, f"{value:,}")
-    table.add_row("seconds", f"{seconds:.1f}")
-    console.print(table)
+    console.print(counts_table(f"forwarded to {name}", rows, seconds))

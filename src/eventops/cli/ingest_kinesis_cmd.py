@@ -6,9 +6,8 @@ import time
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from eventops.cli.output import handle_errors
+from eventops.cli.output import counts_table, handle_errors
 from eventops.config import load_settings
 from eventops.events.bus import open_configured_bus
 from eventops.ingest.kinesis import KinesisIngestor, KinesisStats, parse_kinesis_url
@@ -77,9 +76,6 @@ def _progress(stream: str, dataset: str, stats: KinesisStats) -> str:
 def _summary(
     console: Console, stream: str, dataset: str, stats: KinesisStats, seconds: float
 ) -> None:
-    table = Table(title=f"kinesis {stream} into {dataset}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
     rows = [
         ("records read", stats.records), ("batches committed", stats.batches),
         ("rows accepted", stats.rows), ("rows rejected (quarantine)", stats.rows_rejected),
@@ -88,9 +84,6 @@ def _summary(
         ("throttled calls retried", stats.retries.throttled),
         ("other retries", stats.retries.transient),
     ]  # fmt: skip
-    for name, value in rows:
-        table.add_row(name, f"{value:,}")
-    table.add_row("seconds", f"{seconds:.1f}")
-    console.print(table)
+    console.print(counts_table(f"kinesis {stream} into {dataset}", rows, seconds))
     if stats.last_rejection:
         console.print(f"[yellow]last rejection:[/yellow] {stats.last_rejection}")

@@ -13,9 +13,8 @@ import time
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from eventops.cli.output import handle_errors
+from eventops.cli.output import counts_table, handle_errors
 from eventops.config import load_settings
 from eventops.errors import ConfigError
 from eventops.events.bus import open_configured_bus
@@ -134,18 +133,12 @@ def _progress(dataset: str, stats: StreamStats) -> str:
 def _summary(
     console: Console, dataset: str, group: str, stats: StreamStats, seconds: float
 ) -> None:
-    table = Table(title=f"stream ingestion into {dataset} (group {group})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
     rows = [
         ("batches committed", stats.batches), ("rows accepted", stats.rows),
         ("rows rejected (quarantine)", stats.rows_rejected), ("events with records", stats.events),
         ("events of other types", stats.skipped), ("events dead-lettered", stats.dead_lettered),
         ("re-deliveries dropped", stats.redelivered),
     ]  # fmt: skip
-    for name, value in rows:
-        table.add_row(name, f"{value:,}")
-    table.add_row("seconds", f"{seconds:.1f}")
-    console.print(table)
+    console.print(counts_table(f"stream ingestion into {dataset} (group {group})", rows, seconds))
     if stats.last_rejection:
         console.print(f"[yellow]last rejection:[/yellow] {stats.last_rejection}")

@@ -32,3 +32,16 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def counts_table(title: str, rows: list[tuple[str, int]], seconds: float) -> Any:
+    """The summary a long-running command prints when it stops: counts, then its duration."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, f"{value:,}")
+    table.add_row("seconds", f"{seconds:.1f}")
+    return table

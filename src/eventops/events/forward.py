@@ -25,6 +25,7 @@ from typing import Protocol
 from eventops.errors import BackendUnavailable
 from eventops.events.bus import Bus, Record, dlq_topic, topics_for_patterns, type_matches
 from eventops.events.envelope import Event
+from eventops.events.loop import BackgroundLoop
 from eventops.events.subscription import dead_letter_event
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ForwardStats:
     last_error: str | None = None
 
 
-class Forwarder:
+class Forwarder(BackgroundLoop):
     """Delivers the events of `sink.types` on `bus` to `sink`, as consumer group `group`."""
 
     def __init__(
@@ -69,35 +70,16 @@ class Forwarder:
         self.bus, self.sink, self.group = bus, sink, group
         self.max_batch, self.poll_interval, self.pause = max_batch, poll_interval, pause
         self.stats = ForwardStats()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop()
 
     def start(
         self, *, timeout: float | None = None, idle_timeout: float | None = None
     ) -> Forwarder:
         """Run in a daemon thread until `stop()`; a failure is kept in `error`."""
-
-        def target() -> None:
-            try:
-                self.run(timeout=timeout, idle_timeout=idle_timeout)
-            except BaseException as exc:
-                self.error = exc
-                log.exception("forwarder to %s failed", self.sink.name)
-
-        self._stop.clear()
-        self._thread = threading.Thread(target=target, name=f"forward-{self.group}", daemon=True)
-        self._thread.start()
+        self._start_thread(
+            f"forward-{self.group}", lambda: self.run(timeout=timeout, idle_timeout=idle_timeout)
+        )
         return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def run(
         self,

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from eventops.errors import ValidationError
 from eventops.events import aws
+from eventops.events.loop import BackgroundLoop
 from eventops.ingest import records_to_table
 from eventops.ingest.stream import event_rows
 from eventops.lake import IngestResult, Lake
@@ -126,7 +127,7 @@ def record_rows(data: bytes) -> list[dict[str, Any]] | str:
     return rows
 
 
-class KinesisIngestor:
+class KinesisIngestor(BackgroundLoop):
     """Reads every shard of `stream` and commits its records to `dataset` in micro-batches."""
 
     def __init__(
@@ -173,9 +174,7 @@ class KinesisIngestor:
         self.source = f"kinesis:{stream}"
         self.checkpoint_source = f"kinesis:{stream}:{dataset}"
         self.stats = KinesisStats()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop()
         self._shards: dict[str, _Shard] = {}
         self._read: dict[str, str] = {}  # shard -> last position read (seq or SHARD_END)
         self._saved: dict[str, str] = {}  # shard -> position in the store
@@ -188,28 +187,10 @@ class KinesisIngestor:
         self, *, timeout: float | None = None, idle_timeout: float | None = None
     ) -> KinesisIngestor:
         """Run in a daemon thread until `stop()` (or a limit); a failure is kept in `error`."""
-
-        def target() -> None:
-            try:
-                self.run(timeout=timeout, idle_timeout=idle_timeout)
-            except BaseException as exc:
-                self.error = exc
-                log.exception("kinesis ingestor %s -> %s failed", self.stream, self.dataset)
-
-        self._stop.clear()
-        self._thread = threading.Thread(target=target, name=f"kinesis-{self.stream}", daemon=True)
-        self._thread.start()
+        self._start_thread(
+            f"kinesis-{self.stream}", lambda: self.run(timeout=timeout, idle_timeout=idle_timeout)
+        )
         return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the loop to end (it commits what it holds first) and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def run(
         self,

@@ -45,6 +45,7 @@ from typing import Any
 
 from eventops.errors import ValidationError
 from eventops.events.bus import Bus, Consumer, Record, dlq_topic, topics_for_patterns, type_matches
+from eventops.events.loop import BackgroundLoop
 from eventops.events.subscription import dead_letter_event
 from eventops.ingest import json_kind, record_error, records_to_table
 from eventops.lake import IngestResult, Lake, SchemaConflict
@@ -106,7 +107,7 @@ def event_rows(data: Any) -> list[dict[str, Any]] | str:
     return [data]
 
 
-class StreamIngestor:
+class StreamIngestor(BackgroundLoop):
     """Consumes `types` as consumer group `group` and commits their records to `dataset`."""
 
     def __init__(
@@ -142,9 +143,7 @@ class StreamIngestor:
         self.source = f"stream:{group}"
         self.checkpoint_source = f"stream:{group}:{dataset}"
         self.stats = StreamStats()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_loop()
         self._checkpointed: dict[TopicPartition, int] = {}
         self._seen: dict[TopicPartition, int] = {}
 
@@ -157,28 +156,11 @@ class StreamIngestor:
         idle_timeout: float | None = None,
     ) -> StreamIngestor:
         """Run in a daemon thread until `stop()` (or a limit); a failure is kept in `error`."""
-
-        def target() -> None:
-            try:
-                self.run(timeout=timeout, max_batches=max_batches, idle_timeout=idle_timeout)
-            except BaseException as exc:
-                self.error = exc
-                log.exception("stream ingestor %s -> %s failed", self.group, self.dataset)
-
-        self._stop.clear()
-        self._thread = threading.Thread(target=target, name=f"ingest-{self.group}", daemon=True)
-        self._thread.start()
+        self._start_thread(
+            f"ingest-{self.group}",
+            lambda: self.run(timeout=timeout, max_batches=max_batches, idle_timeout=idle_timeout),
+        )
         return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the loop to end (it flushes what it holds first) and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def run(
         self,

@@ -192,7 +192,8 @@ def parse_metrics(text: str) -> _Scrape:
 
 
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """The q-quantile of cumulative (upper bound -> count) buckets, linear within a bucket."""
+    """The q-quantile of cumulative (upper bound -> count) buckets, linear within a bucket, as
+    Prometheus' histogram_quantile computes it."""
     ordered = sorted(buckets.items())
     if not ordered or ordered[-1][1] <= 0:
         return None
