@@ -208,3 +208,22 @@ def test_a_delivery_that_is_not_an_alarm_state_change_is_refused(
                          headers=headers["operator"])  # fmt: skip
     assert answer.status_code == 422
     assert field in answer.text
+
+
+def test_a_once_key_is_claimed_with_the_run_or_not_at_all(store: Store, tmp_path: Path) -> None:
+    from eventops.errors import ValidationError
+    from eventops.lake import LakeStorage
+    from eventops.pipelines.runner import AlreadyRequested, Runner
+
+    runner = Runner(store, LakeStorage(str(tmp_path / "lake")))
+    with pytest.raises(ValidationError):  # a failed request leaves the key free...
+        runner.request("eb-started", {"nope": 1}, once=("eventbridge-test", "k1"))
+    first = runner.request("eb-started", {}, once=("eventbridge-test", "k1"))
+    assert first
+    with pytest.raises(AlreadyRequested):  # ...and a recorded one takes it
+        runner.request("eb-started", {}, once=("eventbridge-test", "k1"))
+    with store.session() as session:
+        rows = session.scalars(
+            select(OutboxEntry).where(OutboxEntry.type == "pipeline.run.requested")
+        )
+        assert len(rows.all()) == 1

@@ -7,8 +7,8 @@ carries an EventOps operator token, so these routes use the same authentication 
 every other one.
 
 EventBridge retries a delivery it did not see acknowledged, so both routes are idempotent on
-the EventBridge event id: a pipeline start records the id with the run (a second delivery
-answers 200 with the same run instead of 202 with a new one), an alarm's `alert.*` event gets
+the EventBridge event id: a pipeline start records the id in the run's own transaction (a
+second delivery answers 200 with the same run instead of 202 with a new one), an alarm's `alert.*` event gets
 an id derived from it and is recorded once.
 """
 
@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete
 
 from eventops.api.audit import audit_event
 from eventops.api.auth import context_of, require
@@ -29,10 +28,10 @@ from eventops.errors import ValidationError
 from eventops.events.catalog import validate_event
 from eventops.events.envelope import Event
 from eventops.pipelines.dsl import get_pipeline
+from eventops.pipelines.runner import AlreadyRequested
 from eventops.pipelines.runs import list_runs
-from eventops.store import Store, add_event
+from eventops.store import add_event
 from eventops.store.idempotency import claim
-from eventops.store.tables import ProcessedEvent
 
 router = APIRouter(prefix="/api/aws/eventbridge", tags=["aws"])
 
@@ -85,9 +84,14 @@ def start_pipeline(
     200 with the run an earlier delivery of the same event id started."""
     ctx = context_of(request)
     trigger = f"eventbridge:{body.id}"
-    with ctx.store.session() as session:
-        fresh = claim(session, PIPELINES_CONSUMER, f"{name}:{body.id}")
-    if not fresh:
+    runner = ctx.runner()  # loads the project: its pipelines are known by name after it
+    takes = get_pipeline(name).param_names
+    params = {DETAIL_PARAM: body.detail} if DETAIL_PARAM in takes else {}
+    try:
+        run_id = runner.request(
+            name, params, trigger=trigger, once=(PIPELINES_CONSUMER, f"{name}:{body.id}")
+        )
+    except AlreadyRequested:
         response.status_code = 200
         for view in list_runs(ctx.store, name, limit=LOOKBACK_RUNS):
             if view.trigger.get("name") == trigger:
@@ -98,14 +102,6 @@ def start_pipeline(
                     "duplicate": True,
                 }
         return {"run_id": None, "pipeline": name, "status": "duplicate", "duplicate": True}
-    try:
-        runner = ctx.runner()  # loads the project: its pipelines are known by name after it
-        takes = get_pipeline(name).param_names
-        params = {DETAIL_PARAM: body.detail} if DETAIL_PARAM in takes else {}
-        run_id = runner.request(name, params, trigger=trigger)
-    except BaseException:
-        _forget(ctx.store, PIPELINES_CONSUMER, f"{name}:{body.id}")  # a redelivery may retry
-        raise
     with ctx.store.session() as session:
         add_event(
             session,
@@ -119,15 +115,6 @@ def start_pipeline(
             ),
         )
     return {"run_id": run_id, "pipeline": name, "status": "requested", "duplicate": False}
-
-
-def _forget(store: Store, consumer: str, key: str) -> None:
-    with store.session() as session:
-        session.execute(
-            delete(ProcessedEvent).where(
-                ProcessedEvent.consumer == consumer, ProcessedEvent.event_id == key
-            )
-        )
 
 
 @router.post(

@@ -55,7 +55,15 @@ from eventops.pipelines.state import (
 )
 from eventops.pipelines.tracking import NullTracker, RunInfo, StepRecord, Tracker
 from eventops.store import Store, add_event
-from eventops.store.idempotency import idempotent
+from eventops.store.idempotency import claim, idempotent
+
+
+class AlreadyRequested(EventOpsError):
+    """A run was already requested under the same once-key."""
+
+    exit_code = 2
+    http_status = 409
+
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +136,13 @@ class Runner:
         params: Mapping[str, Any] | None = None,
         trigger: str | None = None,
         cause: Event | None = None,
+        once: tuple[str, str] | None = None,
     ) -> str:
-        """Record a run (status `requested`) and its `pipeline.run.requested` event; its id."""
+        """Record a run (status `requested`) and its `pipeline.run.requested` event; its id.
+
+        `once` = (consumer, key) records the key in the same transaction as the run: a second
+        request with the same key raises `AlreadyRequested` and records nothing (a redelivered
+        webhook), and a request that fails leaves the key free for the next delivery."""
         pipe = get_pipeline(pipeline_name)
         resolved = pipe.resolve_params(params)
         json_safe(resolved)
@@ -144,6 +157,10 @@ class Runner:
             event = Event(type=REQUESTED, data=data, subject=pipe.name, source=SOURCE)
         validate_event(event)
         with self.store.session() as session:
+            if once is not None and not claim(session, *once):
+                raise AlreadyRequested(
+                    f"a run was already requested for {once[1]!r}", field="once", rule="duplicate"
+                )
             session.add(new_row(run_id, pipe.name, resolved, info, event))
             add_event(session, event)
         return run_id
