@@ -67,6 +67,11 @@ def check_name(value: str, field: str) -> str:
     return value
 
 
+def _missing(exc: aws.AwsError) -> bool:
+    """SageMaker says "does not exist" as a ValidationException reading "Could not find ..."."""
+    return exc.code == "ValidationException" and "could not find" in str(exc).lower()
+
+
 def _slug(value: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "-", value).strip("-") or "model"
 
@@ -196,7 +201,7 @@ class SageMakerTarget:
             self._call("describe_model", ModelName=name)
             return
         except aws.AwsError as exc:
-            if exc.code != "ValidationException":
+            if not _missing(exc):
                 raise
         self._call(
             "create_model",
@@ -217,9 +222,7 @@ class SageMakerTarget:
             answer: dict[str, Any] = self._call("describe_endpoint", EndpointName=endpoint)
             return answer
         except aws.AwsError as exc:
-            if exc.code == "ValidationException" and "not find" in str(exc).lower():
-                return None
-            if exc.code == "ValidationException":
+            if _missing(exc):
                 return None
             raise
 
