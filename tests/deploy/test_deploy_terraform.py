@@ -160,7 +160,10 @@ def test_the_aws_integrations_have_their_resources(parsed: dict[Path, dict[str, 
     assert api_key["value"] == "Bearer ${var.eventbridge_api_token}"
     variables = blocks(parsed, "variable")
     assert variables["eventbridge_api_token"]["sensitive"] is True
-    assert "default" not in variables["eventbridge_api_token"]
+    assert variables["eventbridge_api_token"]["default"] is None  # no token: no inbound half
+    assert r["aws_cloudwatch_event_connection.platform_api"]["count"] == (
+        "${local.eventbridge_in ? 1 : 0}"
+    )
     # Every alarm's name starts with the prefix the alarm-state rule matches.
     rule = r["aws_cloudwatch_event_rule.alarms"]["event_pattern"]
     assert "local.alarm_prefix" in rule and "CloudWatch Alarm State Change" in rule

@@ -6,6 +6,11 @@
 #       events of var.eventbridge_pipeline_rules to /api/aws/eventbridge/pipelines/<name>.
 #       The connection sends `Authorization: Bearer <token>`: an EventOps operator token
 #       (`eventops tokens create eventbridge --role operator`) given as a sensitive variable.
+#       Until that token exists (the platform's first apply), the inbound half is not created.
+locals {
+  eventbridge_in    = var.eventbridge_api_token != null
+  pipeline_rules_in = local.eventbridge_in ? var.eventbridge_pipeline_rules : {}
+}
 resource "aws_cloudwatch_event_bus" "platform" {
   name               = local.name
   kms_key_identifier = aws_kms_key.platform.arn
@@ -42,6 +47,7 @@ resource "aws_iam_role_policy" "eventbridge_put" {
 }
 
 resource "aws_cloudwatch_event_connection" "platform_api" {
+  count              = local.eventbridge_in ? 1 : 0
   name               = "${local.name}-api"
   description        = "EventOps API, operator token"
   authorization_type = "API_KEY"
@@ -54,17 +60,18 @@ resource "aws_cloudwatch_event_connection" "platform_api" {
 }
 
 resource "aws_cloudwatch_event_api_destination" "alarms" {
+  count                            = local.eventbridge_in ? 1 : 0
   name                             = "${local.name}-alarms"
-  connection_arn                   = aws_cloudwatch_event_connection.platform_api.arn
+  connection_arn                   = aws_cloudwatch_event_connection.platform_api[0].arn
   invocation_endpoint              = "${var.api_base_url}/api/aws/eventbridge/alarms"
   http_method                      = "POST"
   invocation_rate_limit_per_second = 10
 }
 
 resource "aws_cloudwatch_event_api_destination" "pipelines" {
-  for_each                         = var.eventbridge_pipeline_rules
+  for_each                         = local.pipeline_rules_in
   name                             = "${local.name}-run-${each.key}"
-  connection_arn                   = aws_cloudwatch_event_connection.platform_api.arn
+  connection_arn                   = aws_cloudwatch_event_connection.platform_api[0].arn
   invocation_endpoint              = "${var.api_base_url}/api/aws/eventbridge/pipelines/${each.key}"
   http_method                      = "POST"
   invocation_rate_limit_per_second = 5
@@ -72,6 +79,7 @@ resource "aws_cloudwatch_event_api_destination" "pipelines" {
 
 # Alarm state changes of the platform's own alarms (their names share the prefix) only.
 resource "aws_cloudwatch_event_rule" "alarms" {
+  count       = local.eventbridge_in ? 1 : 0
   name        = "${local.name}-alarm-state"
   description = "EventOps alarms to the platform API as alert events"
   event_pattern = jsonencode({
@@ -82,7 +90,7 @@ resource "aws_cloudwatch_event_rule" "alarms" {
 }
 
 resource "aws_cloudwatch_event_rule" "pipelines" {
-  for_each      = var.eventbridge_pipeline_rules
+  for_each      = local.pipeline_rules_in
   name          = "${local.name}-run-${each.key}"
   description   = "Starts EventOps pipeline ${each.key}"
   event_pattern = each.value
@@ -107,7 +115,7 @@ data "aws_iam_policy_document" "eventbridge_dlq" {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
       values = concat(
-        [aws_cloudwatch_event_rule.alarms.arn],
+        [for rule in aws_cloudwatch_event_rule.alarms : rule.arn],
         [for rule in aws_cloudwatch_event_rule.pipelines : rule.arn],
       )
     }
@@ -115,6 +123,7 @@ data "aws_iam_policy_document" "eventbridge_dlq" {
 }
 
 resource "aws_sqs_queue_policy" "eventbridge_dlq" {
+  count     = local.eventbridge_in ? 1 : 0
   queue_url = aws_sqs_queue.eventbridge_dlq.id
   policy    = data.aws_iam_policy_document.eventbridge_dlq.json
 }
@@ -136,6 +145,7 @@ data "aws_iam_policy_document" "eventbridge_assume" {
 }
 
 resource "aws_iam_role" "eventbridge_invoke" {
+  count              = local.eventbridge_in ? 1 : 0
   name               = "${local.name}-eventbridge-invoke"
   assume_role_policy = data.aws_iam_policy_document.eventbridge_assume.json
 }
@@ -145,22 +155,24 @@ data "aws_iam_policy_document" "eventbridge_invoke" {
     sid     = "InvokePlatformApi"
     actions = ["events:InvokeApiDestination"]
     resources = concat(
-      [aws_cloudwatch_event_api_destination.alarms.arn],
+      [for d in aws_cloudwatch_event_api_destination.alarms : d.arn],
       [for d in aws_cloudwatch_event_api_destination.pipelines : d.arn],
     )
   }
 }
 
 resource "aws_iam_role_policy" "eventbridge_invoke" {
+  count  = local.eventbridge_in ? 1 : 0
   name   = "invoke-api-destinations"
-  role   = aws_iam_role.eventbridge_invoke.id
+  role   = aws_iam_role.eventbridge_invoke[0].id
   policy = data.aws_iam_policy_document.eventbridge_invoke.json
 }
 
 resource "aws_cloudwatch_event_target" "alarms" {
-  rule     = aws_cloudwatch_event_rule.alarms.name
-  arn      = aws_cloudwatch_event_api_destination.alarms.arn
-  role_arn = aws_iam_role.eventbridge_invoke.arn
+  count    = local.eventbridge_in ? 1 : 0
+  rule     = aws_cloudwatch_event_rule.alarms[0].name
+  arn      = aws_cloudwatch_event_api_destination.alarms[0].arn
+  role_arn = aws_iam_role.eventbridge_invoke[0].arn
   retry_policy {
     maximum_event_age_in_seconds = 3600
     maximum_retry_attempts       = 24
@@ -171,10 +183,10 @@ resource "aws_cloudwatch_event_target" "alarms" {
 }
 
 resource "aws_cloudwatch_event_target" "pipelines" {
-  for_each = var.eventbridge_pipeline_rules
+  for_each = local.pipeline_rules_in
   rule     = aws_cloudwatch_event_rule.pipelines[each.key].name
   arn      = aws_cloudwatch_event_api_destination.pipelines[each.key].arn
-  role_arn = aws_iam_role.eventbridge_invoke.arn
+  role_arn = aws_iam_role.eventbridge_invoke[0].arn
   retry_policy {
     maximum_event_age_in_seconds = 3600
     maximum_retry_attempts       = 24

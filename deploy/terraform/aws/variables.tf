@@ -170,6 +170,7 @@ variable "eventbridge_archive_days" {
 variable "api_base_url" {
   description = "HTTPS address of the EventOps API that EventBridge delivers to, e.g. https://eventops.example.com."
   type        = string
+  default     = "https://eventops.invalid"
   validation {
     condition     = startswith(var.api_base_url, "https://")
     error_message = "EventBridge API destinations need an https:// address."
@@ -177,9 +178,10 @@ variable "api_base_url" {
 }
 
 variable "eventbridge_api_token" {
-  description = "An EventOps operator token for EventBridge's deliveries (eventops tokens create eventbridge --role operator)."
+  description = "An EventOps operator token for EventBridge's deliveries (eventops tokens create eventbridge --role operator); null until the platform runs: no inbound EventBridge then."
   type        = string
   sensitive   = true
+  default     = null
 }
 
 variable "eventbridge_pipeline_rules" {
