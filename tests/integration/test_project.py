@@ -333,9 +333,10 @@ def test_a_running_worker_trains_registers_and_promotes_when_data_arrives(
         registry=registry,
     )  # fmt: skip
     assert worker.roles == (
-        "triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay",
+        "triggers", "runner", "transforms", "gates", "monitors", "alerts", "relay", "forward",
     )  # fmt: skip
     worker.start()
+    assert worker.forwarders == []  # no [aws] target configured: the forward role stays idle
     try:
         wait_for(lambda: worker.ready, timeout=10)
         lake.declare(project.datasets["churn"])
